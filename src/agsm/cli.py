@@ -1,0 +1,64 @@
+"""The `agsm` command: a thin shell over the library."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _train(args, extra):
+    from .config import load_config
+    from .train import train
+
+    train(load_config(args.config, extra), resume=args.resume)
+
+
+def _sample(args, extra):
+    from .sample import read_prompts, sample
+
+    if extra:
+        raise SystemExit(f"agsm sample: unknown arguments {extra}")
+    paths = sample(args.model, read_prompts(args.prompt, args.prompts), args.out, seed=args.seed,
+                   tokens=args.tokens, steps=args.steps, guidance=args.guidance, size=args.size,
+                   uncond_tokens=args.uncond_tokens, device=args.device)
+    print(f"wrote {len(paths)} images and run.json to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agsm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train soft tokens; extra --section.option value pairs override the config")
+    train.add_argument("--config", help="YAML config (see configs/)")
+    train.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    train.set_defaults(run=_train)
+
+    smp = sub.add_parser("sample", help="generate images with a stock pipeline and soft tokens")
+    smp.add_argument("--model", required=True, help="local diffusers pipeline folder")
+    smp.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
+    smp.add_argument("--prompt")
+    smp.add_argument("--prompts", help="a text file, one prompt per line")
+    smp.add_argument("--out", required=True)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--steps", type=int)
+    smp.add_argument("--guidance", type=float)
+    smp.add_argument("--size", type=int)
+    smp.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
+    smp.add_argument("--device", default="cpu")
+    smp.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, extra = build_parser().parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("accelerate", "diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.run(args, extra)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"agsm {args.command}: {exc}") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

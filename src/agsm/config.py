@@ -1,0 +1,176 @@
+"""Run configuration: one dataclass per concern, read from YAML and overridden by `--section.key value`.
+
+Each dataclass checks itself on creation and names the option, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""              # a local diffusers pipeline folder (SD1.5 or SDXL layout)
+    resolution: int | None = None  # training image size; default: the UNet's sample_size x VAE factor
+
+    def __post_init__(self):
+        _check(self.resolution is None or self.resolution >= 8, f"model.resolution {self.resolution} must be >= 8")
+
+
+@dataclass
+class DataConfig:
+    format: str = "imagefolder"  # imagefolder: path/metadata.jsonl; coco: path = images dir + captions json
+    path: str = ""
+    captions: str = ""           # COCO captions json (format: coco)
+    cache_dir: str = ""          # default: <output_dir>/../cache
+    cache_text: bool = True      # False: encode captions every step (for caption sets too big to cache)
+    min_size: int | None = None  # images with a shorter side below this are skipped (default resolution // 2)
+
+    def __post_init__(self):
+        _check(self.format in ("imagefolder", "coco"),
+               f"data.format {self.format!r} is not one of 'imagefolder', 'coco'")
+
+
+@dataclass
+class TokenConfig:
+    num_tokens: int = 4
+    stages: list[str] = field(default_factory=lambda: ["down", "mid"])
+    init: str = "normal"         # normal(0, init_std), or empty_prompt: the empty prompt's BOS + normal offset
+    init_std: float = 0.02
+    num_buckets: int = 100
+
+    def __post_init__(self):
+        _check(self.num_tokens >= 1, f"tokens.num_tokens {self.num_tokens} must be >= 1")
+        _check(self.init in ("normal", "empty_prompt"),
+               f"tokens.init {self.init!r} is not one of 'normal', 'empty_prompt'")
+        _check(bool(self.stages) and set(self.stages) <= {"down", "mid", "up"},
+               f"tokens.stages {self.stages} must be a non-empty subset of ['down', 'mid', 'up']")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "agsm"           # agsm | softrepa | dsm
+    # AGSM (METHOD.md "AGSM loss")
+    gamma_pos: float = 1.0
+    gamma_neg: float = 1.0
+    temperature: float = 0.1     # Plackett-Luce softmax temperature (public code value)
+    shared_tokens: bool = False  # ablation: psi+ and psi- are one tensor
+    bradley_terry: bool = False  # ablation: one negative per image (K = 2)
+    ema_decay: float = 0.9999
+    noise_sharing: str = "image"  # image (paper) | batch (public code)
+    # SoftREPA
+    softrepa_temperature: float = 0.07
+    softrepa_scale: float = 4.0
+    diagonal_weight: float = 0.0  # public code: 10 on SD1.5/SDXL
+
+    def __post_init__(self):
+        _check(self.name in ("agsm", "softrepa", "dsm"),
+               f"method.name {self.name!r} is not one of 'agsm', 'softrepa', 'dsm'")
+        _check(self.noise_sharing in ("image", "batch"),
+               f"method.noise_sharing {self.noise_sharing!r} is not one of 'image', 'batch'")
+        _check(self.temperature > 0 and self.softrepa_temperature > 0, "temperatures must be > 0")
+        _check(0.0 <= self.ema_decay < 1.0, f"method.ema_decay {self.ema_decay} must be in [0, 1)")
+        _check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
+
+    @property
+    def num_token_sets(self) -> int:
+        """AGSM trains psi+ and psi- unless the tokens are shared or negatives are dropped (gamma_neg = 0)."""
+        dual = self.name == "agsm" and not self.shared_tokens and self.gamma_neg > 0
+        return 2 if dual else 1
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/agsm"
+    steps: int = 1000
+    images_per_step: int = 4     # per process; each image meets every caption of the batch (4 x 4 = 16 pairs)
+    gather_captions: bool = False  # with several processes, contrast each image with the global batch's captions
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    restart_every: int = 1000    # cosine schedule with warm restarts: iterations per cycle
+    min_lr: float = 0.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
+        _check(self.images_per_step >= 2, f"train.images_per_step {self.images_per_step} must be >= 2 "
+               "(contrast needs another caption in the batch)")
+        _check(self.mixed_precision in ("no", "bf16", "fp16"),
+               f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
+        _check(self.checkpoint_every >= 1 and self.restart_every >= 1 and self.keep_checkpoints >= 1,
+               "train.checkpoint_every, restart_every and keep_checkpoints must be >= 1")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def from_dict(raw: dict) -> Config:
+    sections = _section_types()
+    unknown = sorted(set(raw) - set(sections))
+    _check(not unknown, f"unknown config sections {unknown}; valid: {sorted(sections)}")
+    built = {}
+    for name, cls in sections.items():
+        values = raw.get(name) or {}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(values) - valid)
+        _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
+        built[name] = cls(**values)
+    return Config(**built)
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--train.steps', '10', '--method.gamma_neg=0.1'] -> {'train': {'steps': 10}, 'method': {...}}."""
+    out: dict = {}
+    items = list(args)
+    while items:
+        key = items.pop(0)
+        _check(key.startswith("--"), f"expected an option like --train.steps, got {key!r}")
+        key, _, value = key[2:].partition("=")
+        if not _:
+            _check(bool(items), f"option --{key} needs a value")
+            value = items.pop(0)
+        section, _, option = key.partition(".")
+        _check(bool(option), f"option --{key} must be written --section.option, e.g. --train.steps")
+        out.setdefault(section, {})[option.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    raw = {}
+    if path is not None:
+        path = Path(path)
+        _check(path.is_file(), f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    for section, values in extra.items():
+        raw.setdefault(section, {}).update(values)
+    return from_dict(raw)

@@ -1,0 +1,186 @@
+"""Encode-once cache: images through the VAE and captions through the text encoders, a single time.
+
+`build_or_load_cache(records, encoder, resolution, cache_root)` returns an `EncodedDataset` stored in
+`cache_root/<key>`. The key hashes everything the encoded values depend on (encoder fingerprint,
+resolution, dtype, cache_text, min_size, and each image's path, size, mtime and captions), so a changed
+input gives a new folder and an unchanged one is loaded without running the encoders.
+
+A build writes into a temporary sibling folder, writes `index.json` last and renames the folder into
+place, so an interrupted build never leaves a folder that looks finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backbones.base import Encoder
+from .dataset import EncodedDataset
+from .errors import DataError
+from .images import TOO_SMALL, UNREADABLE, load_image
+from .shards import ShardWriter
+from .sources import Record
+
+log = logging.getLogger("agsm.data")
+
+FORMAT = 1  # bump when the folder layout changes, so old caches are not misread
+
+
+def build_or_load_cache(records: list[Record], encoder: Encoder, resolution: int, cache_root: str | Path, *,
+                        batch_size: int = 16, shard_size: int = 1024, cache_text: bool = True,
+                        min_size: int | None = None, dtype: torch.dtype = torch.float32,
+                        progress: bool = True) -> EncodedDataset:
+    """The cached encoding of `records` at `resolution`, built on first use.
+
+    Images whose shorter side is below `min_size` (default resolution // 2) or that cannot be decoded
+    are skipped and counted in one log warning. With cache_text=False captions are encoded on demand.
+    """
+    if not records:
+        raise DataError("no records to encode; read a dataset with read_imagefolder or read_coco first")
+    if resolution < 8:
+        raise ValueError(f"resolution must be at least 8 pixels, got {resolution}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype}")
+    min_size = resolution // 2 if min_size is None else min_size
+    inputs = {"format": FORMAT, "encoder": encoder.fingerprint(), "resolution": resolution,
+              "dtype": str(dtype).removeprefix("torch."), "cache_text": cache_text, "min_size": min_size,
+              "content": content_hash(records)}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    cache_root = Path(cache_root)
+    folder = cache_root / key
+    if (folder / "index.json").is_file():
+        log.info("using the cached encoding in %s", folder)
+        return EncodedDataset(folder, encoder)
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root))
+    try:
+        index = _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size,
+                       progress, tmp)
+        index.update(key=key, inputs=inputs)
+        # index.json is the completion mark: written last, and only inside the temporary folder.
+        (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+        _publish(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return EncodedDataset(folder, encoder)
+
+
+def content_hash(records: list[Record]) -> str:
+    """Hash of what the records point at: paths, file sizes and mtimes, captions."""
+    h = hashlib.sha256()
+    for r in records:
+        try:
+            st = r.path.stat()
+            stamp = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stamp = None  # a vanished file is skipped as unreadable; hash that state too
+        h.update(json.dumps([str(r.path.resolve()), stamp, list(r.captions)]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size, progress,
+           folder: Path) -> dict:
+    """Write the shards into `folder`; returns the index (without key and inputs)."""
+    latents = ShardWriter(folder, "latents", shard_size)
+    kept, skipped = _encode_images(records, encoder, resolution, min_size, batch_size, dtype, latents, progress)
+    shard_list = latents.close()
+    _warn_skipped(skipped, len(records), min_size)
+    if not kept:
+        raise DataError(f"none of the {len(records)} images could be used ({len(skipped[UNREADABLE])} "
+                        f"unreadable, {len(skipped[TOO_SMALL])} smaller than {min_size} px on the shorter "
+                        "side); check the image files or lower min_size")
+
+    captions, image_captions = [], []
+    for r in kept:  # caption ids of an image are contiguous, in record order
+        image_captions.append(list(range(len(captions), len(captions) + len(r.captions))))
+        captions.extend(r.captions)
+    text_shards = []
+    if cache_text:
+        text_shards = _encode_text(captions, encoder, batch_size, shard_size, dtype, folder, progress)
+    return {"format": FORMAT, "images": [str(r.path) for r in kept], "captions": captions,
+            "image_captions": image_captions, "latent_shape": latents.row_shapes["latents"],
+            "skipped": {k: [str(p) for p in v] for k, v in skipped.items()},
+            "latent_shards": shard_list, "text_shards": text_shards}
+
+
+def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, writer: ShardWriter, progress):
+    """Decode in threads (PIL releases the GIL) one batch ahead of the encoder; returns (kept, skipped)."""
+    kept: list[Record] = []
+    skipped: dict[str, list[Path]] = {UNREADABLE: [], TOO_SMALL: []}
+    device = getattr(encoder, "device", None)
+    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
+            tqdm(total=len(records), desc="encoding images", unit="img", disable=not progress) as bar:
+        submit = lambda batch: [pool.submit(load_image, r.path, resolution, min_size) for r in batch]  # noqa: E731
+        pending = submit(batches[0])
+        for b, batch in enumerate(batches):
+            loaded = [f.result() for f in pending]
+            pending = submit(batches[b + 1]) if b + 1 < len(batches) else []
+            pixels = []
+            for record, x in zip(batch, loaded):
+                if isinstance(x, str):
+                    skipped[x].append(record.path)
+                else:
+                    pixels.append(x)
+                    kept.append(record)
+            if pixels:
+                x = torch.stack(pixels)
+                with torch.no_grad():
+                    z = encoder.encode_images(x if device is None else x.to(device))
+                if z.shape[0] != len(pixels):
+                    raise RuntimeError(f"encoder.encode_images returned {z.shape[0]} latents for {len(pixels)} "
+                                    "images; it must return one latent per image")
+                writer.add({"latents": z.to("cpu", dtype)})
+            bar.update(len(batch))
+    return kept, skipped
+
+
+def _encode_text(captions, encoder, batch_size, shard_size, dtype, folder: Path, progress) -> list[dict]:
+    writer = ShardWriter(folder, "text", shard_size)
+    for i in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch",
+                  disable=not progress):
+        chunk = captions[i:i + batch_size]
+        with torch.no_grad():
+            cond = encoder.encode_text(chunk)
+        if len(cond) != len(chunk):
+            raise RuntimeError(f"encoder.encode_text returned {len(cond)} rows for {len(chunk)} captions; "
+                            "it must return one row per caption")
+        writer.add({k: v.to("cpu", dtype if v.is_floating_point() else v.dtype)
+                    for k, v in cond.tensors().items()})
+    return writer.close()
+
+
+def _warn_skipped(skipped: dict[str, list[Path]], total: int, min_size: int) -> None:
+    bad, small = skipped[UNREADABLE], skipped[TOO_SMALL]
+    if not bad and not small:
+        return
+    names = lambda paths: ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")  # noqa: E731
+    parts = []
+    if bad:
+        parts.append(f"{len(bad)} unreadable ({names(bad)})")
+    if small:
+        parts.append(f"{len(small)} smaller than {min_size} px on the shorter side ({names(small)})")
+    log.warning("skipped %d of %d images: %s", len(bad) + len(small), total, "; ".join(parts))
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Move the finished build into place; another process may have finished the same key first."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if (folder / "index.json").is_file():
+            return  # a concurrent build of the same inputs won; its result is equivalent
+        shutil.rmtree(folder)  # a leftover folder without index.json is an unfinished cache
+        os.replace(tmp, folder)

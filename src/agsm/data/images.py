@@ -1,0 +1,43 @@
+"""Image preprocessing for the latent cache: decode, shorter side to the resolution, centre crop, [-1, 1]."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+# Everything PIL raises for a file it cannot decode: OSError covers truncated and unidentified files,
+# SyntaxError and ValueError come from broken chunks in some plugins, DecompressionBombError from huge ones.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+UNREADABLE, TOO_SMALL = "unreadable", "too_small"
+
+
+def load_image(path: Path, resolution: int, min_size: int) -> torch.Tensor | str:
+    """pixels [3, resolution, resolution] in [-1, 1], or UNREADABLE / TOO_SMALL saying why it was skipped."""
+    try:
+        with Image.open(path) as img:
+            if min(img.size) < min_size:  # from the header, before paying for the decode
+                return TOO_SMALL
+            img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
+            img = img.convert("RGB")  # forces the full decode, so truncated files fail here
+    except _DECODE_ERRORS:
+        return UNREADABLE
+    return to_tensor(center_crop(img, resolution))
+
+
+def center_crop(img: Image.Image, resolution: int) -> Image.Image:
+    """Resize the shorter side to `resolution` (LANCZOS) and cut the centre square."""
+    w, h = img.size
+    scale = resolution / min(w, h)
+    w2, h2 = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    img = img.resize((w2, h2), Image.LANCZOS)
+    left, top = (w2 - resolution) // 2, (h2 - resolution) // 2
+    return img.crop((left, top, left + resolution, top + resolution))
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor [3, H, W] in [-1, 1]."""
+    array = np.asarray(img, dtype=np.uint8)  # [H, W, 3]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0

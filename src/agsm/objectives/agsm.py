@@ -1,0 +1,55 @@
+"""AGSM: score matching towards targets shifted by the model's own implicit alignment reward.
+
+METHOD.md, "AGSM loss", steps 1-8; the step below is the thin model-calling layer around the pure math.
+"""
+from __future__ import annotations
+
+import torch
+
+from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+
+
+def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tensor, gamma_pos: float,
+                 gamma_neg: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifted regression targets [B, K, ...] and Plackett-Luce weights [B, K].
+
+    r_ik = -mean (e_ik - y_i)^2 (step 3); w_ik = softmax_k(r_ik / T) (step 4);
+    D_ik = e_ik - sum_j w_ij e_ij (step 5); targets y_i + gamma_pos D_ii, y_i - gamma_neg D_ik (step 6).
+    """
+    b, k = ema_pred.shape[:2]
+    ema = ema_pred.float()
+    y = y.float()[:, None]  # [B, 1, ...]
+    rewards = -(ema - y).pow(2).reshape(b, k, -1).mean(-1)  # [B, K]
+    weights = torch.softmax(rewards / temperature, dim=1)
+    w = weights.reshape(b, k, *([1] * (ema.ndim - 2)))
+    direction = ema - (w * ema).sum(1, keepdim=True)  # [B, K, ...]
+    positive = torch.nn.functional.one_hot(pos_index, k).bool().reshape(w.shape)
+    shift = torch.where(positive, gamma_pos * direction, -gamma_neg * direction)
+    return y + shift, weights
+
+
+def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """One AGSM loss: EMA predictions for every pair (no grad), then online predictions vs shifted targets.
+
+    With gamma_neg = 0 the negatives' online predictions are not computed: their targets do not enter the loss.
+    """
+    x0 = batch.x0
+    t, eps = draw_noise(denoiser, x0, generator, config.noise_sharing)
+    x_t, y = denoiser.add_noise(x0, eps, t), denoiser.target(x0, eps, t)
+    b, k = batch.num_images, batch.num_captions
+
+    with torch.no_grad():
+        ema_pred = denoiser(*tile(batch, x_t, t), ema=True).reshape(b, k, *x0.shape[1:])
+    targets, weights = agsm_targets(y, ema_pred, batch.pos_index.to(x0.device), config.gamma_pos,
+                                    config.gamma_neg, config.temperature)
+
+    positive = batch.positive_mask().to(x0.device)
+    rows = positive if config.gamma_neg == 0 else None
+    pred = denoiser(*tile(batch, x_t, t, rows))
+    mse = per_pair_mse(pred, targets[positive if rows is not None else torch.ones_like(positive)])
+    is_pos = positive[rows] if rows is not None else positive.flatten()
+    loss_pos = mse[is_pos].mean()
+    loss_neg = mse[~is_pos].mean() if (~is_pos).any() else mse.new_zeros(())
+    own_weight = weights[positive].mean()
+    return loss_pos + loss_neg, {"loss_pos": loss_pos.detach(), "loss_neg": loss_neg.detach(),
+                                 "own_caption_weight": own_weight.detach()}

@@ -1,0 +1,15 @@
+"""Plain denoising score matching on positive pairs with psi+: the reference the two methods shift from."""
+from __future__ import annotations
+
+import torch
+
+from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+
+
+def dsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    x0 = batch.x0
+    t, eps = draw_noise(denoiser, x0, generator, config.noise_sharing)
+    x_t, y = denoiser.add_noise(x0, eps, t), denoiser.target(x0, eps, t)
+    pred = denoiser(*tile(batch, x_t, t, batch.positive_mask().to(x0.device)))
+    loss = per_pair_mse(pred, y).mean()
+    return loss, {}

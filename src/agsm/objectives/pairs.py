@@ -1,0 +1,90 @@
+"""The image x caption tiling that every contrastive step shares, and how noise is drawn for it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..backbones.base import TextCond
+from ..tokens import NEGATIVE, POSITIVE
+
+
+@dataclass
+class PairBatch:
+    """B images, each paired with K captions from a pool of P caption conditionings.
+
+    caption_index [B, K] indexes the pool; pos_index [B] names the column holding image i's own caption.
+    """
+
+    x0: torch.Tensor
+    captions: TextCond
+    caption_index: torch.Tensor
+    pos_index: torch.Tensor
+
+    @property
+    def num_images(self) -> int:
+        return self.x0.shape[0]
+
+    @property
+    def num_captions(self) -> int:
+        return self.caption_index.shape[1]
+
+    def positive_mask(self) -> torch.Tensor:
+        """[B, K] True on each image's own caption."""
+        columns = torch.arange(self.num_captions, device=self.pos_index.device)
+        return columns[None, :] == self.pos_index[:, None]
+
+
+class Denoiser(Protocol):
+    """The backbone with soft tokens: one prediction per pair, token set chosen per pair."""
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond, set_index: torch.Tensor,
+                 ema: bool = False) -> torch.Tensor: ...
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+def in_batch_captions(num_images: int, num_captions: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image against every caption of the pool; image i's own caption sits at column offset + i."""
+    index = torch.arange(num_captions).expand(num_images, -1)
+    return index, torch.arange(num_images) + offset
+
+
+def one_negative_captions(num_images: int, num_captions: int, offset: int, generator: torch.Generator):
+    """Bradley-Terry ablation (K = 2): column 0 is the own caption, column 1 one other caption at random."""
+    own = torch.arange(num_images) + offset
+    shift = torch.randint(1, num_captions, (num_images,), generator=generator)
+    return torch.stack([own, (own + shift) % num_captions], dim=1), torch.zeros(num_images, dtype=torch.long)
+
+
+def draw_noise(denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator, share: str):
+    """t [B] and eps [B, ...]: one draw per image ('image', the paper) or one for the batch ('batch', public code)."""
+    if share not in ("image", "batch"):
+        raise ValueError(f"noise sharing {share!r} is not one of 'image', 'batch'")
+    n = x0.shape[0] if share == "image" else 1
+    t = denoiser.sample_timesteps(n, generator).to(x0.device)
+    eps = torch.randn((n, *x0.shape[1:]), generator=generator).to(x0.device, x0.dtype)
+    return t.expand(x0.shape[0]), eps.expand_as(x0)
+
+
+def tile(batch: PairBatch, x_t: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None):
+    """Flatten the chosen (image, caption) pairs: x_t, t, caption conditioning and token set per pair.
+
+    rows: optional [B, K] bool of pairs to keep (default all), in row-major order.
+    """
+    b, k = batch.num_images, batch.num_captions
+    keep = torch.ones(b, k, dtype=torch.bool, device=x_t.device) if rows is None else rows
+    image_of_pair = torch.arange(b, device=x_t.device)[:, None].expand(b, k)[keep]
+    caption_of_pair = batch.caption_index.to(x_t.device)[keep]
+    set_index = torch.where(batch.positive_mask().to(x_t.device), POSITIVE, NEGATIVE)[keep]
+    return x_t[image_of_pair], t[image_of_pair], batch.captions[caption_of_pair.cpu()], set_index
+
+
+def per_pair_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over all but the first dim of the squared error, in float32."""
+    return (pred.float() - y.float()).pow(2).flatten(1).mean(1)

@@ -1,0 +1,31 @@
+"""SoftREPA (Lee et al. 2025): contrastive soft tokens, the baseline AGSM improves on (METHOD.md)."""
+from __future__ import annotations
+
+import torch
+
+from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+
+
+def softrepa_loss(err: torch.Tensor, pos_index: torch.Tensor, temperature: float = 0.07, scale: float = 4.0,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over captions k of logits scale * exp(-err_ik / temperature); err [B, K]."""
+    logits = scale * torch.exp(-err.float() / temperature)
+    return torch.nn.functional.cross_entropy(logits, pos_index, reduction=reduction)
+
+
+def softrepa_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """All pairs of an image share t and eps; optional + d * mean_i err_ii (public code: d = 10 on UNets)."""
+    x0 = batch.x0
+    t, eps = draw_noise(denoiser, x0, generator, config.noise_sharing)
+    x_t, y = denoiser.add_noise(x0, eps, t), denoiser.target(x0, eps, t)
+    b, k = batch.num_images, batch.num_captions
+    x_pairs, t_pairs, cond, set_index = tile(batch, x_t, t)
+    # SoftREPA has one token set: every pair uses psi+.
+    pred = denoiser(x_pairs, t_pairs, cond, torch.zeros_like(set_index))
+    err = per_pair_mse(pred, y.repeat_interleave(k, dim=0)).reshape(b, k)
+    pos = batch.pos_index.to(x0.device)
+    contrastive = softrepa_loss(err, pos, config.softrepa_temperature, config.softrepa_scale)
+    diagonal = err.gather(1, pos[:, None]).mean()
+    loss = contrastive + config.diagonal_weight * diagonal
+    return loss, {"contrastive": contrastive.detach(), "err_pos": diagonal.detach(),
+                  "err_neg": err[~batch.positive_mask().to(x0.device)].mean().detach() if k > 1 else diagonal.detach()}

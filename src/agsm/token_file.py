@@ -1,0 +1,84 @@
+"""`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for.
+
+Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D]. Metadata (strings):
+format_version, family, architecture, token_width, num_train_timesteps, stages, num_tokens,
+num_buckets, method, settings (JSON), step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .tokens import SoftTokens
+
+FORMAT_VERSION = "1"
+FILE_NAME = "soft_tokens.safetensors"
+
+
+def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, stages, method: str,
+                settings: dict, step: int) -> Path:
+    """Write atomically (temp file then rename) so a crash never leaves a truncated token file."""
+    path = Path(path)
+    tensors = {"psi_pos": tokens.sets[0], "time_table": tokens.time_table}
+    if tokens.num_sets > 1:
+        tensors["psi_neg"] = tokens.sets[1]
+    meta = {"format_version": FORMAT_VERSION, **{k: str(v) for k, v in backbone_info.items()},
+            "stages": ",".join(stages), "num_tokens": str(tokens.num_tokens),
+            "num_buckets": str(tokens.time_table.shape[0]), "method": method,
+            "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_token_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no soft token file at {path}; pass a {FILE_NAME} file or the folder holding it")
+    return path
+
+
+def read_tokens(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = resolve_token_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged or foreign file
+        raise ValueError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if meta.get("format_version") != FORMAT_VERSION or "psi_pos" not in tensors:
+        raise ValueError(f"{path} is not an agsm soft token file (format_version {meta.get('format_version')!r}, "
+                         f"tensors {sorted(tensors)}); train one with `agsm train`")
+    return tensors, meta
+
+
+def tokens_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> SoftTokens:
+    sets = [tensors["psi_pos"]] + ([tensors["psi_neg"]] if "psi_neg" in tensors else [])
+    table = tensors["time_table"]
+    tokens = SoftTokens(sets[0].shape[0], sets[0].shape[1], num_sets=len(sets), num_buckets=table.shape[0],
+                        num_train_timesteps=int(meta.get("num_train_timesteps", 1000)))
+    with torch.no_grad():
+        tokens.sets.copy_(torch.stack(sets))
+        tokens.time_table.copy_(table)
+    return tokens.requires_grad_(False)
+
+
+def check_compatible(meta: dict[str, str], model_info: dict, path) -> None:
+    """Refuse tokens made for another architecture, naming both sides."""
+    made_for = {k: meta.get(k) for k in ("family", "architecture", "token_width")}
+    model = {k: str(model_info[k]) for k in made_for}
+    if made_for != model:
+        raise ValueError(f"soft tokens {path} were made for {_describe(made_for)} but this model is "
+                         f"{_describe(model)}; train tokens for this model with `agsm train`")
+
+
+def _describe(info: dict) -> str:
+    return f"{info['architecture']} ({info['family']}, token width {info['token_width']})"

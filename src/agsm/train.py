@@ -1,0 +1,177 @@
+"""Train soft tokens (AGSM, SoftREPA or plain DSM) on a frozen diffusers backbone.
+
+    agsm train --config configs/sd15.yaml --train.steps 2000 --data.path my_images/
+    accelerate launch --num_processes 2 -m agsm.cli train --config ... --train.gather_captions true
+    agsm train --config ... --resume         # continue from the last complete checkpoint
+
+Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
+from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .backbones.base import TextCond
+from .backbones.unet import UNetBackbone
+from .checkpoint import TrainState, latest_checkpoint, save_checkpoint
+from .config import Config
+from .data import build_or_load_cache, read_coco, read_imagefolder
+from .denoiser import TokenDenoiser, update_ema
+from .objectives import STEPS, PairBatch
+from .objectives.pairs import in_batch_captions, one_negative_captions
+from .token_file import FILE_NAME, save_tokens
+from .tokens import SoftTokens, UNetTokenInjector
+
+log = logging.getLogger("agsm.train")
+WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7_919 + rank)
+
+
+def load_records(config: Config):
+    data = config.data
+    if not data.path:
+        raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images)")
+    if data.format == "coco":
+        if not data.captions:
+            raise ValueError("data.format coco needs data.captions, the captions json (captions_train2017.json)")
+        return read_coco(data.path, data.captions)
+    return read_imagefolder(data.path)
+
+
+def make_tokens(config: Config, backbone) -> SoftTokens:
+    init = None
+    if config.tokens.init == "empty_prompt":
+        init = backbone.encode_text([""]).embeds[0, 0].float().cpu()  # the BOS position of the empty prompt
+    return SoftTokens(config.tokens.num_tokens, backbone.token_width, num_sets=config.method.num_token_sets,
+                      num_buckets=config.tokens.num_buckets, num_train_timesteps=backbone.num_train_timesteps,
+                      init_std=config.tokens.init_std, init_tokens=init)
+
+
+def build_batch(dataset, ids, generator, accelerator, config: Config, device) -> PairBatch:
+    """Latents of this process's images, their captions, and the image x caption matrix."""
+    x0 = dataset.latents(ids).to(device)
+    cond: TextCond = dataset.text(dataset.draw_captions(ids, generator)).to(device)
+    offset = 0
+    if config.train.gather_captions and accelerator.num_processes > 1:
+        cond = TextCond(**{k: accelerator.gather(v.contiguous()) for k, v in cond.tensors().items()})
+        offset = accelerator.process_index * len(ids)
+    if config.method.bradley_terry:
+        index, pos = one_negative_captions(len(ids), len(cond), offset, generator)
+    else:
+        index, pos = in_batch_captions(len(ids), len(cond), offset)
+    return PairBatch(x0, cond, index, pos)
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    out = Path(config.train.output_dir)
+    tc = config.train
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, log_with="tensorboard", project_dir=str(out))
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.yaml")
+
+    backbone = UNetBackbone.from_pretrained(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
+                                            resolution=config.model.resolution)
+    backbone.to(accelerator.device)
+    if tc.gradient_checkpointing:
+        backbone.unet.enable_gradient_checkpointing()
+    cache_root = Path(config.data.cache_dir or out.parent / "cache")
+    with accelerator.main_process_first():
+        dataset = build_or_load_cache(load_records(config), backbone, backbone.resolution, cache_root,
+                                      cache_text=config.data.cache_text, min_size=config.data.min_size,
+                                      progress=accelerator.is_main_process)
+    global_batch = tc.images_per_step * accelerator.num_processes
+    steps_per_epoch = dataset.num_images // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"the dataset has {dataset.num_images} usable images, fewer than one global batch "
+                         f"({global_batch}); lower train.images_per_step or add images")
+
+    torch.manual_seed(tc.seed)  # token initialisation is the same on every process
+    tokens = make_tokens(config, backbone).to(accelerator.device)
+    ema_tokens = copy.deepcopy(tokens).requires_grad_(False)
+    injector = UNetTokenInjector(backbone.unet, tokens, config.tokens.stages)
+    denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
+    optimizer = torch.optim.AdamW(tokens.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=tc.restart_every, eta_min=tc.min_lr)
+    optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16; saved by save_state
+    state = TrainState()
+    for obj in (tokens, ema_tokens, schedule, state):
+        accelerator.register_for_checkpointing(obj)
+
+    if resume:
+        last = latest_checkpoint(out)
+        if last is None:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", out)
+        else:
+            accelerator.load_state(str(last))
+            log.info("resumed from %s at step %d", last, state.step)
+
+    step_fn = STEPS[config.method.name]
+    if accelerator.is_main_process:
+        accelerator.init_trackers("agsm", config=_flat(config.to_dict()))
+    bar = tqdm(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process, desc=config.method.name)
+    started, pairs_done = time.perf_counter(), 0
+    while state.step < tc.steps:
+        step = state.step
+        epoch, position = divmod(step, steps_per_epoch)
+        order = torch.randperm(dataset.num_images, generator=torch.Generator().manual_seed(tc.seed + epoch))
+        first = position * global_batch + accelerator.process_index * tc.images_per_step
+        ids = order[first:first + tc.images_per_step]
+        generator = step_generator(tc.seed, step, accelerator.process_index)
+        batch = build_batch(dataset, ids, generator, accelerator, config, accelerator.device)
+
+        with accelerator.autocast():
+            loss, logs = step_fn(denoiser, batch, config.method, generator)
+        accelerator.backward(loss)
+        for p in tokens.parameters():  # tokens are tiny: an all-reduce of their grads replaces a DDP wrapper
+            p.grad = accelerator.reduce(p.grad, reduction="mean")
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        update_ema(ema_tokens, tokens, config.method.ema_decay)
+        state.step += 1
+
+        pairs_done += batch.num_images * batch.num_captions * accelerator.num_processes
+        rate = pairs_done / (time.perf_counter() - started)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}")
+        if state.step % tc.log_every == 0 or state.step == tc.steps:
+            accelerator.log({"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
+                             **{k: float(v) for k, v in logs.items()}}, step=state.step)
+        if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
+            save_checkpoint(accelerator, out, state.step, tc.keep_checkpoints)
+    bar.close()
+
+    if accelerator.is_main_process:
+        info, settings = backbone.describe(), config.to_dict()["method"]
+        for name, toks in ((FILE_NAME, tokens), ("soft_tokens_ema.safetensors", ema_tokens)):
+            save_tokens(out / name, toks, info, config.tokens.stages, config.method.name, settings, state.step)
+        log.info("wrote %s", out / FILE_NAME)
+    accelerator.end_training()
+    injector.remove()
+    return out / FILE_NAME
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """TensorBoard hparams take scalars and strings only."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat

@@ -1,0 +1,79 @@
+"""Saved tokens in freshly loaded stock pipelines: they change images; removal restores them."""
+import numpy as np
+import pytest
+import torch
+
+from agsm import load_soft_tokens, remove_soft_tokens
+from agsm.token_file import save_tokens
+from agsm.tokens import SoftTokens
+
+
+def _images(pipe, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return pipe(["a red circle", "two blue squares"], num_inference_steps=4, guidance_scale=5.0,
+                generator=g, output_type="np").images
+
+
+def _fresh(path):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _token_file(tmp_path, pipe, num_sets=2, scale=0.5):
+    from agsm.backbones.unet import UNetBackbone
+
+    torch.manual_seed(0)
+    tokens = SoftTokens(4, pipe.unet.config.cross_attention_dim, num_sets=num_sets, init_std=scale)
+    return save_tokens(tmp_path / "soft_tokens.safetensors", tokens, UNetBackbone(pipe).describe(),
+                       ["down", "mid"], "agsm", {}, 0)
+
+
+@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir"])
+def test_tokens_change_images_and_removal_restores(model, request, tmp_path):
+    path = request.getfixturevalue(model)
+    untouched = _images(_fresh(path))
+    pipe = _fresh(path)
+    token_file = _token_file(tmp_path, pipe)
+    load_soft_tokens(pipe, token_file)
+    with_tokens = _images(pipe)
+    assert np.abs(with_tokens - untouched).max() > 1e-3
+    assert remove_soft_tokens(pipe)
+    np.testing.assert_array_equal(_images(pipe), untouched)
+
+
+def test_unconditional_branch_options(sd15_dir, tmp_path):
+    pipe = _fresh(sd15_dir)
+    token_file = _token_file(tmp_path, pipe)
+    results = {}
+    for mode in ("positive", "negative", "none"):
+        load_soft_tokens(pipe, token_file, uncond_tokens=mode)
+        results[mode] = _images(pipe)
+    remove_soft_tokens(pipe)
+    assert np.abs(results["positive"] - results["negative"]).max() > 1e-4
+    assert np.abs(results["positive"] - results["none"]).max() > 1e-4
+
+
+def test_wrong_architecture_is_refused_naming_both(sd15_dir, sdxl_dir, tmp_path):
+    token_file = _token_file(tmp_path, _fresh(sd15_dir))
+    pipe = _fresh(sdxl_dir)
+    with pytest.raises(ValueError, match=r"made for sd15 .*token width 32.* this model is sdxl .*token width 64"):
+        load_soft_tokens(pipe, token_file)
+    assert not hasattr(pipe, "_agsm_tokens")  # nothing was changed
+
+
+def test_negative_branch_needs_psi_minus(sd15_dir, tmp_path):
+    pipe = _fresh(sd15_dir)
+    with pytest.raises(ValueError, match="needs psi-"):
+        load_soft_tokens(pipe, _token_file(tmp_path, pipe, num_sets=1), uncond_tokens="negative")
+
+
+def test_not_a_token_file_is_refused(sd15_dir, tmp_path):
+    bogus = tmp_path / "soft_tokens.safetensors"
+    bogus.write_bytes(b"not safetensors at all")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_soft_tokens(_fresh(sd15_dir), bogus)
+    with pytest.raises(FileNotFoundError, match="no soft token file"):
+        load_soft_tokens(_fresh(sd15_dir), tmp_path / "missing")
