@@ -117,10 +117,28 @@ def test_two_processes_end_with_identical_tokens(sd15_dir, image_folder, tmp_pat
 @pytest.mark.parametrize("method,extra", [("softrepa", ["--method.diagonal_weight", "1.0"]), ("dsm", []),
                                           ("agsm", ["--method.bradley_terry", "true"]),
                                           ("agsm", ["--method.gamma_neg", "0"]),
-                                          ("agsm", ["--method.shared_tokens", "true", "--method.noise_sharing", "batch"])])
+                                          ("agsm", ["--method.shared_tokens", "true", "--method.noise_sharing", "batch"]),
+                                          ("agsm", ["--train.mixed_precision", "bf16", "--train.gradient_checkpointing",
+                                                    "true", "--tokens.init", "empty_prompt"])])
 def test_every_method_and_ablation_trains(method, extra, sd15_dir, image_folder, tmp_path):
     config = _config(sd15_dir, image_folder, tmp_path / "run", "--method.name", method, "--train.steps", "3",
                      "--train.checkpoint_every", "100", *extra)
     tensors, meta = read_tokens(train(config))
     assert meta["method"] == method
     assert ("psi_neg" in tensors) == (config.method.num_token_sets == 2)
+
+
+def test_coco_captions_train(sd15_dir, image_folder, tmp_path):
+    """COCO layout: an image folder plus a captions json with several captions per image."""
+    import json
+
+    names = sorted(p.name for p in image_folder.glob("*.png"))[:8]
+    captions = [json.loads(line)["text"] for line in (image_folder / "metadata.jsonl").read_text().splitlines()[:8]]
+    coco = {"images": [{"id": i, "file_name": n} for i, n in enumerate(names)],
+            "annotations": [{"id": 10 * i + j, "image_id": i, "caption": c if j == 0 else f"{c} on white"}
+                            for i, c in enumerate(captions) for j in range(2)]}
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    config = _config(sd15_dir, image_folder, tmp_path / "run", "--data.format", "coco", "--data.captions",
+                     str(tmp_path / "captions.json"), "--train.steps", "2", "--train.checkpoint_every", "100")
+    tensors, meta = read_tokens(train(config))
+    assert meta["step"] == "2"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from .backbones.base import TextCond
@@ -162,6 +163,8 @@ def train(config: Config, resume: bool = False) -> Path:
         log.info("wrote %s", out / FILE_NAME)
     accelerator.end_training()
     injector.remove()
+    # accelerate keeps its state per process; forget it so a later train() may pick another precision.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return out / FILE_NAME
 
 

@@ -1,0 +1,85 @@
+"""The `agsm` command: config handling, sampling, and the errors a user sees for bad input."""
+import json
+
+import pytest
+
+from agsm.cli import main
+from agsm.config import load_config, parse_overrides
+
+
+def test_overrides_are_typed_and_unknown_options_listed(tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("train:\n  steps: 50\nmethod:\n  gamma_neg: 0.1\n")
+    config = load_config(cfg_file, ["--train.steps", "7", "--method.shared_tokens=true", "--tokens.stages", "[down]"])
+    assert config.train.steps == 7 and config.method.gamma_neg == 0.1 and config.method.shared_tokens is True
+    assert config.tokens.stages == ["down"]
+    with pytest.raises(ValueError, match=r"unknown options \['train.stpes'\]; valid train options: .*steps"):
+        load_config(None, ["--train.stpes", "3"])
+    with pytest.raises(ValueError, match="method.name 'dpo' is not one of"):
+        load_config(None, ["--method.name", "dpo"])
+    with pytest.raises(ValueError, match="--section.option"):
+        parse_overrides(["--steps", "3"])
+
+
+def test_token_sets_follow_the_method():
+    assert load_config(None, []).method.num_token_sets == 2
+    assert load_config(None, ["--method.gamma_neg", "0"]).method.num_token_sets == 1
+    assert load_config(None, ["--method.shared_tokens", "true"]).method.num_token_sets == 1
+    assert load_config(None, ["--method.name", "softrepa"]).method.num_token_sets == 1
+
+
+def _train_args(model, data, tmp_path):
+    return ["train", "--model.path", str(model), "--data.path", str(data), "--train.output_dir",
+            str(tmp_path / "run"), "--train.steps", "2"]
+
+
+def test_missing_image_is_an_error_naming_the_line(sd15_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "gone.png", "text": "a red circle"}) + "\n")
+    with pytest.raises(SystemExit, match=r"metadata.jsonl line 1.*gone.png"):
+        main(_train_args(sd15_dir, data, tmp_path))
+
+
+def test_empty_caption_is_an_error_naming_the_line(sd15_dir, image_folder, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (image_folder / "metadata.jsonl").read_text().splitlines()[:3]
+    entry = json.loads(lines[1]) | {"text": "  "}
+    (data / "metadata.jsonl").write_text("\n".join([lines[0], json.dumps(entry), lines[2]]) + "\n")
+    for line in (lines[0], json.dumps(entry), lines[2]):
+        name = json.loads(line)["file_name"]
+        (data / name).write_bytes((image_folder / name).read_bytes())
+    with pytest.raises(SystemExit, match=r"line 2: empty caption"):
+        main(_train_args(sd15_dir, data, tmp_path))
+
+
+def test_sample_writes_images_and_record(sd15_dir, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\ntwo blue squares\n")
+    main(["sample", "--model", str(sd15_dir), "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+          "--seed", "3", "--steps", "2"])
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert [i["prompt"] for i in record["images"]] == ["a red circle", "two blue squares"]
+    assert [i["seed"] for i in record["images"]] == [3, 4]
+    assert all((tmp_path / "out" / i["file"]).is_file() for i in record["images"])
+
+
+def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir, tmp_path):
+    from agsm.backbones.unet import UNetBackbone
+    from agsm.tiny import tiny_sdxl_pipeline
+    from agsm.token_file import save_tokens
+    from agsm.tokens import SoftTokens
+
+    save_tokens(tmp_path / "soft_tokens.safetensors", SoftTokens(4, 64), UNetBackbone(tiny_sdxl_pipeline()).describe(),
+                ["down"], "agsm", {}, 1)
+    with pytest.raises(SystemExit, match="made for sdxl .* this model is sd15"):
+        main(["sample", "--model", str(sd15_dir), "--tokens", str(tmp_path), "--prompt", "a red circle",
+              "--out", str(tmp_path / "out"), "--steps", "2"])
+
+
+def test_sample_needs_exactly_one_prompt_source(sd15_dir, tmp_path):
+    with pytest.raises(SystemExit, match="exactly one of --prompt"):
+        main(["sample", "--model", str(sd15_dir), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a diffusers pipeline folder"):
+        main(["sample", "--model", str(tmp_path), "--prompt", "a cat", "--out", str(tmp_path)])
