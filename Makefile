@@ -20,7 +20,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m agsm.demo
+	HF_HUB_OFFLINE=1 $(PY) -m agsm.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -24,6 +24,25 @@ def _sample(args, extra):
     print(f"wrote {len(paths)} images and run.json to {args.out}")
 
 
+def _eval_shapes(args, extra):
+    from .eval.shapes import evaluate_shapes, print_summary
+
+    if extra:
+        raise SystemExit(f"agsm eval shapes: unknown arguments {extra}")
+    result = evaluate_shapes(args.model, args.out, tokens=args.tokens, prompts=args.prompts,
+                             images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps,
+                             guidance=args.guidance, uncond_tokens=args.uncond_tokens,
+                             per_category=args.per_category)
+    print(print_summary(result))
+    print(f"wrote results.json and grids to {args.out}")
+
+
+def _shapes_pretrain(args, extra):
+    from .shapes.pretrain import main as pretrain_main
+
+    pretrain_main(extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
     smp.add_argument("--device", default="cpu")
     smp.set_defaults(run=_sample)
+
+    ev = sub.add_parser("eval", help="evaluate a model (and tokens)")
+    ev_sub = ev.add_subparsers(dest="suite", required=True)
+    shapes = ev_sub.add_parser("shapes", help="the ShapesWorld suite, judged exactly")
+    shapes.add_argument("--model", required=True)
+    shapes.add_argument("--tokens")
+    shapes.add_argument("--prompts", help="a suite JSONL (default: the shipped one)")
+    shapes.add_argument("--images-per-prompt", type=int, default=1)
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--steps", type=int, default=25)
+    shapes.add_argument("--guidance", type=float, default=6.0)
+    shapes.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
+    shapes.add_argument("--per-category", type=int, help="only the first N prompts of each category")
+    shapes.add_argument("--out", required=True)
+    shapes.set_defaults(run=_eval_shapes)
+
+    world = sub.add_parser("shapes", help="ShapesWorld tools")
+    world_sub = world.add_subparsers(dest="tool", required=True)
+    pre = world_sub.add_parser("pretrain", help="train the tiny base model (options: agsm shapes pretrain -h)",
+                               add_help=False)
+    pre.set_defaults(run=_shapes_pretrain)
     return parser
 
 

@@ -165,6 +165,12 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p, 1 - decay)
 
 
+def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids exactly as StableDiffusionPipeline makes them: padded to the maximum length."""
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
 def train_unet(cfg: PretrainConfig, cache: dict, captions: list[str], work: Path):
     ckpt_path = work / "unet.pt"
     tokenizer = build_tokenizer()
@@ -182,9 +188,7 @@ def train_unet(cfg: PretrainConfig, cache: dict, captions: list[str], work: Path
         step, wall = ckpt["step"], ckpt["wall"]
         _log(f"unet: resumed at step {step}")
     scheduler = build_scheduler()
-    tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                                       truncation=True, return_tensors="pt").input_ids
-    ids, empty_ids = tokenize(captions), tokenize([""])  # [N, L], [1, L]
+    ids, empty_ids = _tokenize(tokenizer, captions), _tokenize(tokenizer, [""])  # [N, L], [1, L]
     sf = cache["scaling_factor"]
     unet.train()
     text_encoder.train()
@@ -252,7 +256,8 @@ def export(cfg: PretrainConfig, vae, unet, text_encoder, tokenizer, cache: dict,
 def pretrain(out_dir: str, steps_vae: int, steps_unet: int, seed: int, work_dir: str | None = None,
              command: str | None = None, **options) -> Path:
     """Train (or resume) all stages and write the pipeline to `out_dir`; returns it."""
-    cfg = PretrainConfig(out_dir=str(out_dir), work_dir=str(work_dir or Path(out_dir).with_name(Path(out_dir).name + "-work")),
+    work_dir = work_dir or Path("runs") / f"pretrain-{Path(out_dir).name}"  # never inside the shipped folder
+    cfg = PretrainConfig(out_dir=str(out_dir), work_dir=str(work_dir),
                          steps_vae=steps_vae, steps_unet=steps_unet, seed=seed, **options)
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
@@ -276,7 +281,7 @@ def pretrain(out_dir: str, steps_vae: int, steps_unet: int, seed: int, work_dir:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="pipeline folder to write")
-    parser.add_argument("--work", default=None, help="checkpoint folder (default: OUT-work)")
+    parser.add_argument("--work", default=None, help="checkpoint folder (default: runs/pretrain-NAME)")
     parser.add_argument("--steps-vae", type=int, default=PretrainConfig.steps_vae)
     parser.add_argument("--steps-unet", type=int, default=PretrainConfig.steps_unet)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,1 @@
+"""Evaluation commands: ShapesWorld (exact judge); real-model metrics come later."""

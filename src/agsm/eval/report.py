@@ -1,0 +1,100 @@
+"""A side-by-side report of several evaluated variants over seeds: markdown, HTML, bar chart."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import statistics
+from pathlib import Path
+
+from ..shapes.spec import CATEGORIES
+
+ROWS = list(CATEGORIES) + ["mean", "overcount_rate"]
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{variant: [results per seed]} -> {variant: {row: (mean over seeds, std over seeds)}}."""
+    table = {}
+    for name, results in runs.items():
+        table[name] = {}
+        for row in ROWS:
+            values = [_value(r, row) for r in results]
+            values = [v for v in values if v is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                table[name][row] = (statistics.fmean(values), spread)
+    return table
+
+
+def _value(result: dict, row: str):
+    if row in ("mean", "overcount_rate"):
+        return result.get(row)
+    return result["accuracy"].get(row)
+
+
+def markdown_table(table: dict) -> str:
+    names = list(table)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in ROWS:
+        if not any(row in table[n] for n in names):
+            continue
+        label = "over-count rate (lower is better)" if row == "overcount_rate" else row
+        cells = [f"{table[n][row][0]:.3f} ± {table[n][row][1]:.3f}" if row in table[n] else "-" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(table: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in list(CATEGORIES) + ["mean"] if all(r in table[n] for n in table)]
+    width = 0.8 / len(table)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    for i, (name, values) in enumerate(table.items()):
+        xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [values[r][0] for r in rows], width, yerr=[values[r][1] for r in rows], label=name, capsize=2)
+    ax.set_xticks(range(len(rows)), [r.replace("_", " ") for r in rows])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (exact judge)")
+    ax.legend(ncols=len(table), loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, title: str, intro: str, table: dict, chart: Path, grid: Path, notes: str) -> None:
+    md = [f"# {title}", "", intro, "", "## Accuracy on the ShapesWorld suite (mean ± std over seeds)", "",
+          markdown_table(table), "", f"![accuracy per category]({chart.name})", "",
+          "## Same prompts, same seeds", "", "Columns: " + ", ".join(table) + ". Frames: green = judged correct, "
+          "red = wrong.", "", f"![side by side]({grid.name})", "", "## Notes", "", notes, ""]
+    (out / "report.md").write_text("\n".join(md))
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>",
+            "<h2>Accuracy on the ShapesWorld suite (mean ± std over seeds)</h2>", _html_table(table),
+            f'<img src="data:image/png;base64,{_b64(chart)}" alt="accuracy per category">',
+            "<h2>Same prompts, same seeds</h2>",
+            f"<p>Columns: {html.escape(', '.join(table))}. Frames: green = judged correct, red = wrong.</p>",
+            f'<img src="data:image/png;base64,{_b64(grid)}" alt="side by side">',
+            "<h2>Notes</h2>", f"<pre>{html.escape(notes)}</pre>"]
+    style = "body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{padding:4px 10px;text-align:right}"
+    (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+                                     f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _html_table(table: dict) -> str:
+    names = list(table)
+    head = "<tr><th></th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    rows = []
+    for row in ROWS:
+        if any(row in table[n] for n in names):
+            cells = "".join(f"<td>{table[n][row][0]:.3f} ± {table[n][row][1]:.3f}</td>" if row in table[n]
+                            else "<td>-</td>" for n in names)
+            rows.append(f"<tr><th>{html.escape(row)}</th>{cells}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()

@@ -1,0 +1,39 @@
+"""`agsm eval shapes` and the demo pipeline, end to end on the shipped ShapesWorld model at toy budget."""
+import json
+
+import pytest
+
+from agsm.demo import BASE_MODEL
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(),
+                                 reason=f"the shipped ShapesWorld model is missing at {BASE_MODEL}")]
+
+
+def test_eval_shapes_writes_results_and_grids(tmp_path):
+    from agsm.cli import main
+
+    main(["eval", "shapes", "--model", str(BASE_MODEL), "--per-category", "2", "--images-per-prompt", "2",
+          "--steps", "10", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert set(result["accuracy"]) == {"single_object", "two_objects", "counting", "colors", "position", "color_attr"}
+    assert len(result["verdicts"]) == 6 * 2 * 2
+    assert abs(result["mean"] - sum(result["accuracy"].values()) / 6) < 1e-9
+    for category, acc in result["accuracy"].items():
+        hits = [v["correct"] for v in result["verdicts"] if v["category"] == category]
+        assert acc == sum(hits) / len(hits)
+    assert 0.0 <= result["overcount_rate"] <= 1.0
+    assert len(list(tmp_path.glob("grid_*.png"))) == 6
+
+
+def test_fast_demo_writes_the_report(tmp_path):
+    from agsm.demo import main
+
+    main(["--fast", "--out", str(tmp_path)])
+    report = (tmp_path / "report.md").read_text()
+    for variant in ("base", "softrepa", "agsm"):
+        assert variant in report
+    assert "single_object" in report and "over-count" in report
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"base", "softrepa", "agsm"}
