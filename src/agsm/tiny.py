@@ -11,21 +11,26 @@ WORDS = ("a an the and of to on in with above below left right one two three fou
          "purple orange white black circle square triangle circles squares triangles cat dog photo").split()
 
 
+BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
+
+
 def word_tokenizer(words=WORDS, max_length: int = 16):
-    """A CLIP-like word-level tokenizer: BOS, words, EOS, padded to max_length."""
+    """A CLIP-like word-level tokenizer: BOS, words, EOS, padded with EOS to max_length.
+
+    Vocabulary: UNK, BOS, EOS, then `words` in their order (duplicates dropped), so ids are stable.
+    """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)))}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys([UNK, BOS, EOS, *words]))}
+    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>", model_max_length=max_length)
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS,
+                                   unk_token=UNK, model_max_length=max_length)
 
 
 def _text_encoder(tokenizer, hidden: int, projection: int | None = None):

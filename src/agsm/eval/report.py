@@ -59,7 +59,7 @@ def bar_chart(table: dict, path: Path) -> Path:
     ax.set_xticks(range(len(rows)), [r.replace("_", " ") for r in rows])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (exact judge)")
-    ax.legend(ncols=len(table), loc="upper right", fontsize=8)
+    ax.legend(ncols=len(table), loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

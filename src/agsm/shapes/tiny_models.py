@@ -6,13 +6,12 @@ Sizes are the arguments' defaults; pretrain.py records the ones it used in train
 from __future__ import annotations
 
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-from tokenizers.models import WordLevel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from ..tiny import word_tokenizer
 
 from .spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
 
-BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 MAX_LENGTH = 16  # the longest caption is 10 words + bos + eos
 
 
@@ -24,18 +23,8 @@ def grammar_words() -> list[str]:
 
 
 def build_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast:
-    """A CLIP-like word-level tokenizer: <|startoftext|> words <|endoftext|>, padded with <|endoftext|>."""
-    vocab = {tok: i for i, tok in enumerate([UNK, BOS, EOS] + grammar_words())}
-    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=UNK,
-        model_max_length=max_length,
-    )
+    """A CLIP-like word-level tokenizer over the grammar's words (see agsm.tiny.word_tokenizer)."""
+    return word_tokenizer(grammar_words(), max_length)
 
 
 def build_text_encoder(tokenizer: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2, heads: int = 4) -> CLIPTextModel:
