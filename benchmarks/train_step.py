@@ -63,6 +63,8 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
     config = MethodConfig(name=method, diagonal_weight=10.0 if method == "softrepa" else 0.0)
     index, pos = in_batch_captions(images, images)
     use_bf16 = mode == "ours" and precision == "bf16"
+    if use_bf16:  # as `agsm train` does under mixed_precision bf16: frozen weights stored in bf16
+        backbone.unet.to(torch.bfloat16)
 
     def one_step(step):
         g = torch.Generator().manual_seed(step)
@@ -86,7 +88,8 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
         optimizer.zero_grad()
         update_ema(ema, tokens, 0.9999)
 
-    one_step(-1)  # warm-up: allocator, kernels
+    for warm in range(3):  # warm-up: allocator, kernels, caches (one step was not enough at tiny size)
+        one_step(-1 - warm)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
