@@ -109,9 +109,8 @@ def test_two_processes_end_with_identical_tokens(sd15_dir, image_folder, tmp_pat
     rank0, rank1 = load_file(f"{prefix}-rank0.safetensors"), load_file(f"{prefix}-rank1.safetensors")
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key])
-    initial = load_file(f"{prefix}-rank0.safetensors")["sets"]
-    assert (tmp_path / "run" / "soft_tokens.safetensors").is_file()
-    assert initial.abs().sum() > 0
+    saved = load_file(tmp_path / "run" / "soft_tokens.safetensors")
+    torch.testing.assert_close(saved["psi_pos"], rank0["sets"][0])  # the main process saved what all hold
 
 
 @pytest.mark.parametrize("method,extra", [("softrepa", ["--method.diagonal_weight", "1.0"]), ("dsm", []),

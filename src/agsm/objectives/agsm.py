@@ -44,10 +44,10 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
                                     config.gamma_neg, config.temperature)
 
     positive = batch.positive_mask().to(x0.device)
-    rows = positive if config.gamma_neg == 0 else None
+    rows = positive if config.gamma_neg == 0 else torch.ones_like(positive)  # pairs whose loss we need
     pred = denoiser(*tile(batch, x_t, t, rows))
-    mse = per_pair_mse(pred, targets[positive if rows is not None else torch.ones_like(positive)])
-    is_pos = positive[rows] if rows is not None else positive.flatten()
+    mse = per_pair_mse(pred, targets[rows])  # row-major over the kept pairs, as tile() orders them
+    is_pos = positive[rows]
     loss_pos = mse[is_pos].mean()
     loss_neg = mse[~is_pos].mean() if (~is_pos).any() else mse.new_zeros(())
     own_weight = weights[positive].mean()
