@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                      # tiny model + SD1.5 architecture, CPU
     python benchmarks/train_step.py --models tiny --steps 5
     python benchmarks/train_step.py --models sd15 --device cuda --latent 64 --precision bf16   # on a GPU
+    python benchmarks/train_step.py --models sd3 --device cuda --latent 64 --precision bf16    # SD3 at 512 px
 
 Modes:
 - public: the public code's structure as we understand it: VAE and text encoders run on every step,
@@ -30,10 +31,13 @@ CAPTIONS = ["a red circle", "two blue squares", "a green triangle above a yellow
 
 
 def build(model: str, device: str):
+    from agsm.architectures import sd3_architecture_pipeline, sd15_architecture_pipeline
+    from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
-    from agsm.sd15_arch import sd15_architecture_pipeline
     from agsm.tiny import tiny_sd15_pipeline
 
+    if model == "sd3":
+        return MMDiTBackbone(sd3_architecture_pipeline().to(device))
     pipe = tiny_sd15_pipeline() if model == "tiny" else sd15_architecture_pipeline()
     return UNetBackbone(pipe.to(device))
 
@@ -45,7 +49,7 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
     from agsm.denoiser import TokenDenoiser, update_ema
     from agsm.objectives import STEPS, PairBatch
     from agsm.objectives.pairs import in_batch_captions, per_pair_mse
-    from agsm.tokens import SoftTokens, UNetTokenInjector
+    from agsm.tokens import SoftTokens, install_tokens, placement_for
 
     torch.manual_seed(0)
     backbone = build(model, device)
@@ -55,16 +59,20 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
     cached_x0 = backbone.encode_images(pixels)
     cached_text = backbone.encode_text(captions)
     num_sets = 2 if method == "agsm" else 1
-    tokens = SoftTokens(4, backbone.token_width, num_sets=num_sets).to(device)
-    ema = SoftTokens(4, backbone.token_width, num_sets=num_sets).to(device).requires_grad_(False)
-    injector = UNetTokenInjector(backbone.unet, tokens)
+    count = 4 * (5 if backbone.family == "mmdit" else 1)  # MM-DiT: 4 tokens in each of the first 5 blocks
+    tokens = SoftTokens(count, backbone.token_width, num_sets=num_sets).to(device)
+    ema = SoftTokens(count, backbone.token_width, num_sets=num_sets).to(device).requires_grad_(False)
+    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement_for(backbone.family))
     denoiser = TokenDenoiser(backbone, injector, tokens, ema)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=1e-3)
-    config = MethodConfig(name=method, diagonal_weight=10.0 if method == "softrepa" else 0.0)
+    # Public code: SoftREPA's diagonal term d = 10 on UNets, 0 on SD3; AGSM on SD3 uses gamma_neg 0.1.
+    diagonal = 10.0 if method == "softrepa" and backbone.family == "unet" else 0.0
+    config = MethodConfig(name=method, diagonal_weight=diagonal,
+                          gamma_neg=0.1 if backbone.family == "mmdit" else 1.0)
     index, pos = in_batch_captions(images, images)
     use_bf16 = mode == "ours" and precision == "bf16"
     if use_bf16:  # as `agsm train` does under mixed_precision bf16: frozen weights stored in bf16
-        backbone.unet.to(torch.bfloat16)
+        backbone.denoiser.to(torch.bfloat16)
 
     def one_step(step):
         g = torch.Generator().manual_seed(step)
@@ -74,12 +82,12 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
             x0, text = cached_x0, cached_text
         batch = PairBatch(x0, TextCond(**text.tensors()), index, pos)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use_bf16):
-            if mode == "public" and method == "softrepa":
+            if mode == "public" and method == "softrepa" and config.diagonal_weight > 0:
                 loss = STEPS[method](denoiser, batch, replace(config, diagonal_weight=0.0), g)[0]
                 g2 = torch.Generator().manual_seed(step)  # same t and eps: recompute the positive pairs
                 t = backbone.sample_timesteps(images, g2).to(device)
                 eps = torch.randn(x0.shape, generator=g2).to(device)
-                pred = denoiser(backbone.add_noise(x0, eps, t), t, batch.captions, torch.zeros_like(t))
+                pred = denoiser(backbone.add_noise(x0, eps, t), t, batch.captions, torch.zeros_like(t, dtype=torch.long))
                 loss = loss + config.diagonal_weight * per_pair_mse(pred, backbone.target(x0, eps, t)).mean()
             else:
                 loss = STEPS[method](denoiser, batch, config, g)[0]
@@ -108,7 +116,7 @@ def run_one(model: str, method: str, mode: str, steps: int, images: int, latent:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["tiny", "sd15"], choices=["tiny", "sd15"])
+    parser.add_argument("--models", nargs="+", default=["tiny", "sd15"], choices=["tiny", "sd15", "sd3"])
     parser.add_argument("--methods", nargs="+", default=["agsm", "softrepa"], choices=["agsm", "softrepa"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--images", type=int, default=4, help="images per step; pairs = images^2")
@@ -121,7 +129,7 @@ def main():
 
     if args.one:  # child process: one measurement, printed as JSON
         method, mode = args.one[1].split(":")
-        latent = args.latent if args.one[0] == "sd15" else 16
+        latent = 16 if args.one[0] == "tiny" else args.latent
         print(json.dumps(run_one(args.one[0], method, mode, args.steps, args.images, latent, args.precision,
                                  args.device)))
         return

@@ -1,7 +1,8 @@
-"""Score a ShapesWorld pipeline on the evaluation suite and write the scores as JSON.
+"""Score a ShapesWorld pipeline (sd15-tiny or sd3-tiny) on the evaluation suite and write the scores as JSON.
 
     python scripts/score_shapes_model.py --model src/agsm/shapes/models/sd15-tiny \
         [--out MODEL/suite_scores.json] [--images-per-prompt 1] [--seed 0] [--grid grid.png]
+        [--steps N] [--guidance G]   (default: the architecture's sampler, agsm.shapes.generate.SAMPLER_DEFAULTS)
 """
 
 import argparse
@@ -13,9 +14,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import Image
 
+from agsm.sample import load_pipeline
 from agsm.shapes.evaluate import score_suite
 
 
@@ -26,12 +27,15 @@ def main() -> None:
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--grid", default=None, help="also save the images as one PNG grid, a row per category")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(args.model)  # the folder's own scheduler: DDIM for sd15-tiny, flow Euler for sd3-tiny
     t0 = time.time()
-    result = score_suite(pipe, images_per_prompt=args.images_per_prompt, seed=args.seed, return_images=bool(args.grid))
+    result = score_suite(pipe, images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps,
+                         guidance=args.guidance, return_images=bool(args.grid))
     result["seconds"] = round(time.time() - t0, 1)
     images = result.pop("images", None)
     out = Path(args.out or Path(args.model) / "suite_scores.json")

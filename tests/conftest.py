@@ -48,5 +48,14 @@ def sdxl_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory):
+    from agsm.tiny import tiny_sd3_pipeline
+
+    path = tmp_path_factory.mktemp("models") / "sd3"
+    tiny_sd3_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("data") / "images")

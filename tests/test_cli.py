@@ -72,7 +72,7 @@ def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir,
     from agsm.tokens import SoftTokens
 
     save_tokens(tmp_path / "soft_tokens.safetensors", SoftTokens(4, 64), UNetBackbone(tiny_sdxl_pipeline()).describe(),
-                ["down"], "agsm", {}, 1)
+                {"stages": "down"}, "agsm", {}, 1)
     with pytest.raises(SystemExit, match="made for sdxl .* this model is sd15"):
         main(["sample", "--model", str(sd15_dir), "--tokens", str(tmp_path), "--prompt", "a red circle",
               "--out", str(tmp_path / "out"), "--steps", "2"])
@@ -83,3 +83,18 @@ def test_sample_needs_exactly_one_prompt_source(sd15_dir, tmp_path):
         main(["sample", "--model", str(sd15_dir), "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="not a diffusers pipeline folder"):
         main(["sample", "--model", str(tmp_path), "--prompt", "a cat", "--out", str(tmp_path)])
+
+
+def test_sd3_train_then_sample_with_and_without_tokens(sd3_dir, image_folder, tmp_path):
+    """SD3 end to end through the command: flow AGSM tokens, then the stock SD3 pipeline's own sampler."""
+    import numpy as np
+    from PIL import Image
+
+    main(_train_args(sd3_dir, image_folder, tmp_path) + ["--train.lr", "0.1", "--tokens.blocks", "3"])
+    for name, extra in (("base", []), ("tokens", ["--tokens", str(tmp_path / "run")])):
+        main(["sample", "--model", str(sd3_dir), "--prompt", "a red circle", "--out", str(tmp_path / name),
+              "--steps", "3", *extra])
+    record = json.loads((tmp_path / "base" / "run.json").read_text())
+    assert record["steps"] == 3 and record["guidance"] == 4.0 and record["size"] == 32  # SD3's defaults
+    base, tuned = (np.asarray(Image.open(tmp_path / n / "0000.png"), dtype=float) for n in ("base", "tokens"))
+    assert np.abs(base - tuned).max() > 0

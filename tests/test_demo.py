@@ -3,11 +3,10 @@ import json
 
 import pytest
 
-from agsm.demo import BASE_MODEL
+from agsm.demo import BACKBONES
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (BASE_MODEL / "model_index.json").is_file(),
-                                 reason=f"the shipped ShapesWorld model is missing at {BASE_MODEL}")]
+BASE_MODEL = BACKBONES["sd15"]
+pytestmark = pytest.mark.slow
 
 
 def test_eval_shapes_writes_results_and_grids(tmp_path):
@@ -31,9 +30,11 @@ def test_fast_demo_writes_the_report(tmp_path):
 
     main(["--fast", "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
-    for variant in ("base", "softrepa", "agsm"):
-        assert variant in report
-    assert "single_object" in report and "over-count" in report
-    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == 2
+    for text in ("base", "softrepa", "agsm", "sd15", "sd3", "single_object", "over-count"):
+        assert text in report
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == 2 * len(BACKBONES)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"base", "softrepa", "agsm"}
+    assert set(summary) == set(BACKBONES)
+    for backbone in BACKBONES:
+        assert set(summary[backbone]) == {"base", "softrepa", "agsm"}
+        assert (tmp_path / backbone / "side_by_side.png").is_file()

@@ -15,23 +15,26 @@ def _images(pipe, seed=0):
 
 
 def _fresh(path):
-    from diffusers import DiffusionPipeline
+    from agsm.backbones.pipeline import load_stock_pipeline
 
-    pipe = DiffusionPipeline.from_pretrained(path)
+    pipe = load_stock_pipeline(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def _token_file(tmp_path, pipe, num_sets=2, scale=0.5):
+def _token_file(tmp_path, pipe, num_sets=2, scale=0.5, blocks=3):
+    from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
 
     torch.manual_seed(0)
-    tokens = SoftTokens(4, pipe.unet.config.cross_attention_dim, num_sets=num_sets, init_std=scale)
-    return save_tokens(tmp_path / "soft_tokens.safetensors", tokens, UNetBackbone(pipe).describe(),
-                       ["down", "mid"], "agsm", {}, 0)
+    backbone = UNetBackbone(pipe) if hasattr(pipe, "unet") else MMDiTBackbone(pipe)
+    per_model = blocks if backbone.family == "mmdit" else 1
+    tokens = SoftTokens(4 * per_model, backbone.token_width, num_sets=num_sets, init_std=scale)
+    placement = {"stages": "down,mid"} if backbone.family == "unet" else {"blocks": str(blocks)}
+    return save_tokens(tmp_path / "soft_tokens.safetensors", tokens, backbone.describe(), placement, "agsm", {}, 0)
 
 
-@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir"])
+@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
 def test_tokens_change_images_and_removal_restores(model, request, tmp_path):
     path = request.getfixturevalue(model)
     untouched = _images(_fresh(path))
@@ -77,3 +80,19 @@ def test_not_a_token_file_is_refused(sd15_dir, tmp_path):
         load_soft_tokens(_fresh(sd15_dir), bogus)
     with pytest.raises(FileNotFoundError, match="no soft token file"):
         load_soft_tokens(_fresh(sd15_dir), tmp_path / "missing")
+
+
+def test_sd3_branch_options_and_block_count(sd3_dir, tmp_path):
+    pipe = _fresh(sd3_dir)
+    token_file = _token_file(tmp_path, pipe)
+    load_soft_tokens(pipe, token_file, uncond_tokens="positive")
+    positive = _images(pipe)
+    load_soft_tokens(pipe, token_file, uncond_tokens="negative")
+    assert np.abs(_images(pipe) - positive).max() > 1e-4
+    with pytest.raises(ValueError, match="'none' is not supported on SD3"):
+        load_soft_tokens(pipe, token_file, uncond_tokens="none")
+    (tmp_path / "deep").mkdir()
+    too_many = _token_file(tmp_path / "deep", pipe, blocks=len(pipe.transformer.transformer_blocks) + 1)
+    with pytest.raises(ValueError, match="blocks but this transformer has"):
+        load_soft_tokens(pipe, too_many)
+    assert remove_soft_tokens(pipe) and not hasattr(pipe, "_agsm_tokens")

@@ -11,13 +11,13 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from agsm.backbones.unet import UNetBackbone
+from agsm.backbones.pipeline import load_backbone
 from agsm.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.denoiser import TokenDenoiser
 from agsm.objectives import STEPS
 from agsm.token_file import read_tokens, tokens_from_file
-from agsm.tokens import UNetTokenInjector
+from agsm.tokens import install_tokens, placement_for
 from agsm.train import build_batch, load_records, make_tokens, train
 
 pytestmark = pytest.mark.slow
@@ -31,10 +31,11 @@ def _config(model_dir, data_dir, out, *extra):
 
 def _fixed_batch_loss(config, tokens, batches=6):
     """The method's loss on fixed batches and noise, with these tokens as both online and EMA tokens."""
-    backbone = UNetBackbone.from_pretrained(config.model.path)
+    backbone = load_backbone(config.model.path)
     dataset = build_or_load_cache(load_records(config), backbone, backbone.resolution,
                                   Path(config.data.cache_dir), progress=False)
-    injector = UNetTokenInjector(backbone.unet, tokens, config.tokens.stages)
+    placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
+    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
     denoiser = TokenDenoiser(backbone, injector, tokens, tokens)
     total = 0.0
     with torch.no_grad():
@@ -46,14 +47,14 @@ def _fixed_batch_loss(config, tokens, batches=6):
     return total / batches
 
 
-@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir"])
+@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
 def test_short_agsm_run_lowers_its_loss(model, request, image_folder, tmp_path):
     model_dir = request.getfixturevalue(model)
     config = _config(model_dir, image_folder, tmp_path / "run", "--train.steps", "60", "--train.lr", "0.05",
                      "--train.checkpoint_every", "100")
     token_file = train(config)
     torch.manual_seed(config.train.seed)
-    initial = make_tokens(config, UNetBackbone.from_pretrained(model_dir))
+    initial = make_tokens(config, load_backbone(model_dir))
     trained = tokens_from_file(*read_tokens(token_file))
     before, after = _fixed_batch_loss(config, initial), _fixed_batch_loss(config, trained)
     # A random tiny UNet attends weakly to its context, so tokens can only move the loss a little (about
@@ -69,8 +70,9 @@ def _agsm_command(config_args):
     return [sys.executable, "-m", "agsm.cli", "train", *config_args]
 
 
-def test_killed_run_resumes_to_the_same_tokens(sd15_dir, image_folder, tmp_path):
-    args = ["--model.path", str(sd15_dir), "--data.path", str(image_folder), "--data.cache_dir",
+@pytest.mark.parametrize("model", ["sd15_dir", "sd3_dir"])
+def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp_path):
+    args = ["--model.path", str(request.getfixturevalue(model)), "--data.path", str(image_folder), "--data.cache_dir",
             str(tmp_path / "cache"), "--train.steps", "24", "--train.checkpoint_every", "6",
             "--method.ema_decay", "0.9", "--train.lr", "0.01"]
     reference = train(load_config(None, args + ["--train.output_dir", str(tmp_path / "straight")]))

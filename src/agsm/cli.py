@@ -43,6 +43,12 @@ def _shapes_pretrain(args, extra):
     pretrain_main(extra)
 
 
+def _shapes_pretrain_sd3(args, extra):
+    from .shapes.pretrain_sd3 import main as pretrain_main
+
+    pretrain_main(extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,18 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--prompts", help="a suite JSONL (default: the shipped one)")
     shapes.add_argument("--images-per-prompt", type=int, default=1)
     shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--steps", type=int, default=25)
-    shapes.add_argument("--guidance", type=float, default=6.0)
+    shapes.add_argument("--steps", type=int, help="default: the model's ShapesWorld sampler (25)")
+    shapes.add_argument("--guidance", type=float, help="default: the model's ShapesWorld sampler (sd15 6, sd3 5)")
     shapes.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
     shapes.add_argument("--per-category", type=int, help="only the first N prompts of each category")
     shapes.add_argument("--out", required=True)
     shapes.set_defaults(run=_eval_shapes)
+    from .eval import coco, edit_shapes, geneval, pie_bench, report_cli
+
+    for module in (coco, geneval, pie_bench, edit_shapes):
+        module.add_commands(ev_sub)
+    report_cli.add_report_command(sub)
+    from .editing import cli as editing_cli
+
+    editing_cli.add_commands(sub)
 
     world = sub.add_parser("shapes", help="ShapesWorld tools")
     world_sub = world.add_subparsers(dest="tool", required=True)
     pre = world_sub.add_parser("pretrain", help="train the tiny base model (options: agsm shapes pretrain -h)",
                                add_help=False)
     pre.set_defaults(run=_shapes_pretrain)
+    pre3 = world_sub.add_parser("pretrain-sd3", add_help=False,
+                                help="train the tiny SD3-architecture base model (options: agsm shapes pretrain-sd3 -h)")
+    pre3.set_defaults(run=_shapes_pretrain_sd3)
     return parser
 
 

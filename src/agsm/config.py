@@ -18,11 +18,24 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = ""              # a local diffusers pipeline folder (SD1.5 or SDXL layout)
-    resolution: int | None = None  # training image size; default: the UNet's sample_size x VAE factor
+    path: str = ""              # a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout)
+    resolution: int | None = None  # training image size; default: the denoiser's sample_size x VAE factor
+    # Flow backbones (SD3) only: how training timesteps are drawn (METHOD.md; public code: uniform).
+    timestep_sampling: str = "uniform"  # uniform | logit_normal
+    timestep_shift: float = 1.0         # SD3's shift s' = shift s / (1 + (shift - 1) s); 1 = none
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
 
     def __post_init__(self):
         _check(self.resolution is None or self.resolution >= 8, f"model.resolution {self.resolution} must be >= 8")
+        _check(self.timestep_sampling in ("uniform", "logit_normal"),
+               f"model.timestep_sampling {self.timestep_sampling!r} is not one of 'uniform', 'logit_normal'")
+        _check(self.timestep_shift > 0 and self.logit_std > 0,
+               f"model.timestep_shift {self.timestep_shift} and model.logit_std {self.logit_std} must be > 0")
+
+    def flow_options(self) -> dict:
+        return {"timestep_sampling": self.timestep_sampling, "timestep_shift": self.timestep_shift,
+                "logit_mean": self.logit_mean, "logit_std": self.logit_std}
 
 
 @dataclass
@@ -41,8 +54,9 @@ class DataConfig:
 
 @dataclass
 class TokenConfig:
-    num_tokens: int = 4
-    stages: list[str] = field(default_factory=lambda: ["down", "mid"])
+    num_tokens: int = 4          # per set (UNet) or per block (MM-DiT)
+    stages: list[str] = field(default_factory=lambda: ["down", "mid"])  # UNet stages that get tokens
+    blocks: int = 5              # MM-DiT: the first `blocks` transformer blocks get their own tokens
     init: str = "normal"         # normal(0, init_std), or empty_prompt: the empty prompt's BOS + normal offset
     init_std: float = 0.02
     num_buckets: int = 100
@@ -53,6 +67,7 @@ class TokenConfig:
                f"tokens.init {self.init!r} is not one of 'normal', 'empty_prompt'")
         _check(bool(self.stages) and set(self.stages) <= {"down", "mid", "up"},
                f"tokens.stages {self.stages} must be a non-empty subset of ['down', 'mid', 'up']")
+        _check(self.blocks >= 1, f"tokens.blocks {self.blocks} must be >= 1")
 
 
 @dataclass
@@ -66,6 +81,10 @@ class MethodConfig:
     bradley_terry: bool = False  # ablation: one negative per image (K = 2)
     ema_decay: float = 0.9999
     noise_sharing: str = "image"  # image (paper) | batch (public code)
+    # Where the EMA prediction is evaluated (flow backbones): previous_step = one Euler step earlier, x_{t+dt}
+    # (the paper's derivation); x_t (public code). auto: previous_step on flow backbones, x_t on UNets.
+    ema_at: str = "auto"
+    ema_step: float = 1000 / 28  # dt in timesteps: one step of the 28-step SD3 sampler
     # SoftREPA
     softrepa_temperature: float = 0.07
     softrepa_scale: float = 4.0
@@ -77,6 +96,9 @@ class MethodConfig:
         _check(self.noise_sharing in ("image", "batch"),
                f"method.noise_sharing {self.noise_sharing!r} is not one of 'image', 'batch'")
         _check(self.temperature > 0 and self.softrepa_temperature > 0, "temperatures must be > 0")
+        _check(self.ema_at in ("auto", "x_t", "previous_step"),
+               f"method.ema_at {self.ema_at!r} is not one of 'auto', 'x_t', 'previous_step'")
+        _check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
         _check(0.0 <= self.ema_decay < 1.0, f"method.ema_decay {self.ema_decay} must be in [0, 1)")
         _check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
 

@@ -1,11 +1,12 @@
 """`make demo`: what AGSM does to a diffusion model, measured exactly, on the CPU, with no download.
 
-    python -m agsm.demo            # about 9 minutes on 2 cores (the issue allows 15)
-    python -m agsm.demo --fast     # a minute: the same pipeline at toy budget (used by the tests)
+    python -m agsm.demo                    # both shipped ShapesWorld models (see BUDGETS for the sizes)
+    python -m agsm.demo --backbones sd15   # one of them
+    python -m agsm.demo --fast             # the same pipeline at toy budget (used by the tests)
 
-On the shipped ShapesWorld base model (a tiny SD1.5-architecture pipeline) it trains SoftREPA and
-AGSM tokens with the same budget, evaluates base, SoftREPA and AGSM on the ShapesWorld suite with
-three seeds, and writes runs/demo/report.md and report.html (table, bar chart, same-seed grids).
+On each shipped ShapesWorld base model (tiny SD1.5- and SD3-architecture pipelines) it trains SoftREPA
+and AGSM tokens with the same budget, evaluates base, SoftREPA and AGSM on the ShapesWorld suite over
+seeds, and writes runs/demo/report.md and report.html (per backbone: table, bar chart, same-seed grid).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 
 from .config import load_config
 from .eval.grids import framed, grid
-from .eval.report import bar_chart, markdown_table, summarise, write_report
+from .eval.report import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
 from .pipelines import remove_soft_tokens
 from .sample import load_pipeline
@@ -27,25 +28,40 @@ from .shapes.dataset import write_training_set
 from .shapes.spec import CATEGORIES
 from .train import train
 
-BASE_MODEL = Path(__file__).parent / "shapes" / "models" / "sd15-tiny"
+MODELS = Path(__file__).parent / "shapes" / "models"
+BACKBONES = {"sd15": MODELS / "sd15-tiny", "sd3": MODELS / "sd3-tiny"}
 BUDGETS = {
-    "full": {"train_images": 2000, "steps": 2000, "seeds": (0, 1, 2), "per_category": None, "images_per_prompt": 2},
-    "fast": {"train_images": 32, "steps": 4, "seeds": (0,), "per_category": 2, "images_per_prompt": 1},
+    "full": {"sd15": {"train_images": 2000, "steps": 2000, "seeds": (0, 1, 2), "per_category": None,
+                      "images_per_prompt": 2},
+             # The tiny SD3 is about 8x costlier per image on a CPU than the tiny SD1.5: a smaller budget.
+             "sd3": {"train_images": 2000, "steps": 400, "seeds": (0,), "per_category": None,
+                     "images_per_prompt": 1}},
+    "fast": {name: {"train_images": 32, "steps": 4, "seeds": (0,), "per_category": 2, "images_per_prompt": 1}
+             for name in BACKBONES},
 }
-# Each method with its published SD1.5 token placement; one shared budget (steps, batch, lr, EMA).
+# Each method with its published token placement and settings per backbone (METHOD.md); one shared budget
+# (steps, batch, lr, EMA) for both methods of a backbone.
 METHODS = {
-    "softrepa": {"method": {"name": "softrepa", "diagonal_weight": 10.0}, "tokens": {"stages": ["down"]}},
-    "agsm": {"method": {"name": "agsm", "gamma_pos": 1.0, "gamma_neg": 1.0, "temperature": 0.1},
-             "tokens": {"stages": ["down", "mid"]}},
+    "sd15": {
+        "softrepa": {"method": {"name": "softrepa", "diagonal_weight": 10.0}, "tokens": {"stages": ["down"]}},
+        "agsm": {"method": {"name": "agsm", "gamma_pos": 1.0, "gamma_neg": 1.0, "temperature": 0.1},
+                 "tokens": {"stages": ["down", "mid"]}},
+    },
+    "sd3": {
+        "softrepa": {"method": {"name": "softrepa", "diagonal_weight": 0.0}, "tokens": {"blocks": 5}},
+        "agsm": {"method": {"name": "agsm", "gamma_pos": 1.0, "gamma_neg": 0.1, "temperature": 0.1,
+                            "ema_at": "previous_step"}, "tokens": {"blocks": 5}},
+    },
 }
 
 
-def train_tokens(name: str, data: Path, out: Path, steps: int) -> Path:
-    overrides = {"model": {"path": str(BASE_MODEL)}, "data": {"path": str(data), "cache_dir": str(out / "cache")},
+def train_tokens(backbone: str, name: str, data: Path, out: Path, steps: int) -> Path:
+    overrides = {"model": {"path": str(BACKBONES[backbone])},
+                 "data": {"path": str(data), "cache_dir": str(out / "cache")},
                  # a short run: an EMA horizon of ~200 steps instead of the paper's 0.9999 over 100k steps
                  "train": {"output_dir": str(out / name), "steps": steps, "images_per_step": 4, "lr": 1e-3,
                            "checkpoint_every": max(steps // 3, 1), "restart_every": steps, "log_every": 50},
-                 **{k: dict(v) for k, v in METHODS[name].items()}}
+                 **{k: dict(v) for k, v in METHODS[backbone][name].items()}}
     overrides["method"]["ema_decay"] = 0.995
     return train(load_config(None, overrides))
 
@@ -64,48 +80,64 @@ def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) ->
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fast", action="store_true", help="toy budget, for tests")
-    parser.add_argument("--out", default="runs/demo")
-    args = parser.parse_args(argv)
-    budget = BUDGETS["fast" if args.fast else "full"]
-    out = Path(args.out)
+def run_backbone(backbone: str, budget: dict, out: Path) -> tuple[Section, dict, dict]:
+    """Train both methods' tokens, evaluate base and both over the seeds; the section of the report."""
     started = time.perf_counter()
-
-    data = write_training_set(out / "data", n=budget["train_images"], seed=1)
+    model = BACKBONES[backbone]
+    data = write_training_set(out.parent / f"data-{budget['train_images']}", n=budget["train_images"], seed=1)
     tokens = {"base": None}
-    for name in METHODS:
-        tokens[name] = train_tokens(name, data, out, budget["steps"])
+    for name in METHODS[backbone]:
+        tokens[name] = train_tokens(backbone, name, data, out, budget["steps"])
     trained = time.perf_counter()
 
-    pipe = load_pipeline(BASE_MODEL)
+    pipe = load_pipeline(model)
     runs: dict[str, list[dict]] = {}
     for name, token_file in tokens.items():
-        runs[name] = [evaluate_shapes(BASE_MODEL, out / "eval" / name / f"seed{seed}", tokens=token_file,
+        runs[name] = [evaluate_shapes(model, out / "eval" / name / f"seed{seed}", tokens=token_file,
                                       seed=seed, per_category=budget["per_category"], pipe=pipe, keep_images=True,
                                       images_per_prompt=budget["images_per_prompt"])
                       for seed in budget["seeds"]]
         remove_soft_tokens(pipe)
-    evaluated = time.perf_counter()
+    minutes = (time.perf_counter() - started) / 60
 
     table = summarise(runs)
-    chart = bar_chart(table, out / "accuracy.png")
-    grid_path = side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png")
-    minutes = (evaluated - started) / 60
-    intro = (f"Base model: {BASE_MODEL.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
+    intro = (f"Base model: {model.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
              f"{budget['steps']} steps x 4 images x 4 captions on {budget['train_images']} ShapesWorld images. "
              f"Suite: {len(runs['base'][0]['verdicts'])} images per seed ({budget['images_per_prompt']} per prompt), "
-             f"seeds {list(budget['seeds'])}. "
-             f"Ran `make demo{' --fast' if args.fast else ''}` in {minutes:.1f} min on {platform.machine()} "
-             f"with {torch.get_num_threads()} threads (training {(trained - started) / 60:.1f} min).")
-    notes = json.dumps({"methods": METHODS, "budget": {k: list(v) if isinstance(v, tuple) else v
-                                                       for k, v in budget.items()},
-                        "sampler": runs["base"][0]["sampler"]}, indent=2)
-    write_report(out, "AGSM on ShapesWorld", intro, table, chart, grid_path, notes)
-    summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")} for r in rs] for n, rs in runs.items()}
+             f"seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}. "
+             f"{minutes:.1f} min (training {(trained - started) / 60:.1f} min).")
+    section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"),
+                      side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png"))
+    summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")} for r in rs]
+               for n, rs in runs.items()}
+    return section, summary, {"methods": METHODS[backbone], "budget": budget}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fast", action="store_true", help="toy budget, for tests")
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
+    parser.add_argument("--out", default="runs/demo")
+    args = parser.parse_args(argv)
+    missing = [str(BACKBONES[b]) for b in args.backbones if not (BACKBONES[b] / "model_index.json").is_file()]
+    if missing:
+        raise SystemExit(f"the shipped ShapesWorld model is missing at {', '.join(missing)}; "
+                         "reinstall agsm or retrain it with `agsm shapes pretrain` / `pretrain-sd3`")
+    out = Path(args.out)
+    started = time.perf_counter()
+    sections, summary, notes = [], {}, {}
+    for backbone in args.backbones:
+        budget = BUDGETS["fast" if args.fast else "full"][backbone]
+        section, summary[backbone], notes[backbone] = run_backbone(backbone, budget, out / backbone)
+        sections.append(section)
+        print(f"\n{backbone}: {section.intro}\n\n{markdown_table(section.table)}", flush=True)
+
+    minutes = (time.perf_counter() - started) / 60
+    intro = (f"Ran `make demo{' DEMO_ARGS=--fast' if args.fast else ''}` ({', '.join(args.backbones)}) in "
+             f"{minutes:.1f} min on {platform.machine()} with {torch.get_num_threads()} threads.")
+    write_report(out, "AGSM on ShapesWorld", intro, sections, json.dumps(notes, indent=2, default=list))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n" + intro + "\n\n" + markdown_table(table) + f"\n\nreport: {out / 'report.md'} and {out / 'report.html'}")
+    print(f"\n{intro}\nreport: {out / 'report.md'} and {out / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ class TokenDenoiser:
 
     def __init__(self, backbone, injector, tokens, ema_tokens=None):
         self.backbone, self.injector, self.tokens, self.ema_tokens = backbone, injector, tokens, ema_tokens
+        self.is_flow = backbone.family == "mmdit"
+        self.max_timestep = float(backbone.num_train_timesteps)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond, set_index: torch.Tensor,
                  ema: bool = False) -> torch.Tensor:

@@ -14,16 +14,20 @@ WORDS = ("a an the and of to on in with above below left right one two three fou
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 
 
-def word_tokenizer(words=WORDS, max_length: int = 16):
+def word_tokenizer(words=WORDS, max_length: int = 16, eos_last: bool = False):
     """A CLIP-like word-level tokenizer: BOS, words, EOS, padded with EOS to max_length.
 
     Vocabulary: UNK, BOS, EOS, then `words` in their order (duplicates dropped), so ids are stable.
+    eos_last: UNK, BOS, words, EOS instead, EOS with the largest id as in CLIP's vocabulary. CLIP text models pool at
+    the first end-of-text token, except when its id is 2 (a legacy rule) where they pool at the largest id: models
+    whose pooled text matters (SD3) need this order.
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys([UNK, BOS, EOS, *words]))}
+    order = [UNK, BOS, *words, EOS] if eos_last else [UNK, BOS, EOS, *words]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(order))}
     tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -93,3 +97,33 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     return StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=_text_encoder(tokenizer, 32), text_encoder_2=_text_encoder(tokenizer, 32, proj),
         tokenizer=tokenizer, tokenizer_2=word_tokenizer(), unet=unet, scheduler=_scheduler(prediction_type))
+
+
+def _flow_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+def tiny_sd3_pipeline(seed: int = 0, dual_attention_layers: tuple[int, ...] = (0,)):
+    """StableDiffusion3Pipeline with SD3's architecture at toy size: two CLIP encoders with projection, no T5,
+    an MM-DiT (joint blocks, the first ones with SD3.5's dual attention), a flow-matching Euler scheduler.
+
+    32 px images, 16x16x4 latents, patch 2. The VAE needs explicit shift and scaling factors (None breaks decoding).
+    """
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(eos_last=True)  # pooled text must come from the end-of-text token
+    width, proj = 32, 16
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=6, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=2 * width, caption_projection_dim=32,
+        pooled_projection_dim=2 * proj, pos_embed_max_size=16, dual_attention_layers=dual_attention_layers)
+    vae = _vae()
+    vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=_flow_scheduler(), vae=vae,
+        text_encoder=_text_encoder(tokenizer, width, proj), tokenizer=tokenizer,
+        text_encoder_2=_text_encoder(tokenizer, width, proj), tokenizer_2=word_tokenizer(eos_last=True),
+        text_encoder_3=None, tokenizer_3=None)

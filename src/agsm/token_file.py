@@ -1,8 +1,9 @@
 """`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for.
 
 Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D]. Metadata (strings):
-format_version, family, architecture, token_width, num_train_timesteps, stages, num_tokens,
-num_buckets, method, settings (JSON), step.
+format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
+e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
+num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ FORMAT_VERSION = "1"
 FILE_NAME = "soft_tokens.safetensors"
 
 
-def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, stages, method: str,
+def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, placement: dict, method: str,
                 settings: dict, step: int) -> Path:
     """Write atomically (temp file then rename) so a crash never leaves a truncated token file."""
     path = Path(path)
@@ -28,7 +29,7 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, stage
     if tokens.num_sets > 1:
         tensors["psi_neg"] = tokens.sets[1]
     meta = {"format_version": FORMAT_VERSION, **{k: str(v) for k, v in backbone_info.items()},
-            "stages": ",".join(stages), "num_tokens": str(tokens.num_tokens),
+            **{k: str(v) for k, v in placement.items()}, "num_tokens": str(tokens.num_tokens),
             "num_buckets": str(tokens.time_table.shape[0]), "method": method,
             "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
     tmp = path.with_name(path.name + ".tmp")

@@ -20,7 +20,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from .backbones.base import TextCond
-from .backbones.unet import UNetBackbone
+from .backbones.pipeline import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from .config import Config
 from .data import build_or_load_cache, read_coco, read_imagefolder
@@ -28,7 +28,7 @@ from .denoiser import TokenDenoiser, update_ema
 from .objectives import STEPS, PairBatch
 from .objectives.pairs import in_batch_captions, one_negative_captions
 from .token_file import FILE_NAME, save_tokens
-from .tokens import SoftTokens, UNetTokenInjector
+from .tokens import SoftTokens, install_tokens, placement_for
 
 log = logging.getLogger("agsm.train")
 WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,10 +50,15 @@ def load_records(config: Config):
 
 
 def make_tokens(config: Config, backbone) -> SoftTokens:
+    """Token sets for the backbone: N tokens (UNet), or N per block for the first `blocks` blocks (MM-DiT)."""
+    count = config.tokens.num_tokens * (config.tokens.blocks if backbone.family == "mmdit" else 1)
     init = None
     if config.tokens.init == "empty_prompt":
-        init = backbone.encode_text([""]).embeds[0, 0].float().cpu()  # the BOS position of the empty prompt
-    return SoftTokens(config.tokens.num_tokens, backbone.token_width, num_sets=config.method.num_token_sets,
+        embeds = backbone.encode_text([""]).embeds
+        if backbone.family == "mmdit":  # MM-DiT tokens live after the context embedder
+            embeds = backbone.context_width_tokens(embeds)
+        init = embeds[0, 0].float().cpu()  # the BOS position of the empty prompt
+    return SoftTokens(count, backbone.token_width, num_sets=config.method.num_token_sets,
                       num_buckets=config.tokens.num_buckets, num_train_timesteps=backbone.num_train_timesteps,
                       init_std=config.tokens.init_std, init_tokens=init)
 
@@ -84,11 +89,11 @@ def train(config: Config, resume: bool = False) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.yaml")
 
-    backbone = UNetBackbone.from_pretrained(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
-                                            resolution=config.model.resolution)
+    backbone = load_backbone(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
+                             resolution=config.model.resolution, **config.model.flow_options())
     backbone.to(accelerator.device)
     if tc.gradient_checkpointing:
-        backbone.unet.enable_gradient_checkpointing()
+        backbone.denoiser.enable_gradient_checkpointing()
     cache_root = Path(config.data.cache_dir or out.parent / "cache")
     with accelerator.main_process_first():
         dataset = build_or_load_cache(load_records(config), backbone, backbone.resolution, cache_root,
@@ -103,7 +108,8 @@ def train(config: Config, resume: bool = False) -> Path:
     torch.manual_seed(tc.seed)  # token initialisation is the same on every process
     tokens = make_tokens(config, backbone).to(accelerator.device)
     ema_tokens = copy.deepcopy(tokens).requires_grad_(False)
-    injector = UNetTokenInjector(backbone.unet, tokens, config.tokens.stages)
+    placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
+    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
     denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=tc.restart_every, eta_min=tc.min_lr)
@@ -159,7 +165,7 @@ def train(config: Config, resume: bool = False) -> Path:
     if accelerator.is_main_process:
         info, settings = backbone.describe(), config.to_dict()["method"]
         for name, toks in ((FILE_NAME, tokens), ("soft_tokens_ema.safetensors", ema_tokens)):
-            save_tokens(out / name, toks, info, config.tokens.stages, config.method.name, settings, state.step)
+            save_tokens(out / name, toks, info, placement, config.method.name, settings, state.step)
         log.info("wrote %s", out / FILE_NAME)
     accelerator.end_training()
     injector.remove()

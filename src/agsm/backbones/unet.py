@@ -6,13 +6,11 @@ Text encoding goes through the pipeline's own `encode_prompt`, so it matches inf
 """
 from __future__ import annotations
 
-import hashlib
-import json
-
 import torch
 
 from .base import TextCond
 from .parameterization import add_noise, parameterization_for
+from .pipeline import PipelineBackbone
 
 
 def unet_architecture(unet) -> str:
@@ -20,8 +18,9 @@ def unet_architecture(unet) -> str:
     return "sdxl" if unet.config.get("addition_embed_type") == "text_time" else "sd15"
 
 
-class UNetBackbone:
+class UNetBackbone(PipelineBackbone):
     family = "unet"
+    denoiser_name = "unet"
 
     def __init__(self, pipe, resolution: int | None = None):
         self.pipe = pipe
@@ -32,60 +31,9 @@ class UNetBackbone:
         self.alphas_cumprod = _alphas_cumprod(pipe.scheduler)
         self.param = parameterization_for(pipe.scheduler.config.prediction_type)
         self.resolution = resolution or self.unet.config.sample_size * pipe.vae_scale_factor
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
-            module.eval()
-
-    @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype = torch.float32, resolution: int | None = None):
-        from diffusers import DiffusionPipeline
-
-        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
-                                                 requires_safety_checker=False)
-        return cls(pipe, resolution)
-
-    def _frozen_modules(self):
-        names = ("unet", "vae", "text_encoder", "text_encoder_2")
-        return [m for m in (getattr(self.pipe, n, None) for n in names) if m is not None]
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    def to(self, device=None, dtype=None) -> "UNetBackbone":
-        self.pipe.to(device=device, dtype=dtype)
-        return self
-
-    def describe(self) -> dict:
-        """Architecture sizes stored with soft tokens, checked when they are loaded."""
-        return {"family": self.family, "architecture": self.architecture, "token_width": self.token_width,
-                "num_train_timesteps": self.num_train_timesteps}
-
-    def fingerprint(self) -> str:
-        """Changes when the encoders' configs or weights change (hashes configs and a weight sample)."""
-        digest = hashlib.sha256()
-        for name in ("vae", "text_encoder", "text_encoder_2"):
-            module = getattr(self.pipe, name, None)
-            if module is None:
-                continue
-            digest.update(json.dumps(dict(module.config) if hasattr(module.config, "keys")
-                                     else module.config.to_dict(), sort_keys=True, default=str).encode())
-            for p in list(module.parameters())[:4] + list(module.parameters())[-4:]:
-                digest.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        self._freeze()
 
     # ---- encoders (used once, by the data cache) ----
-    @torch.no_grad()
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-        shift = vae.config.get("shift_factor") or 0.0
-        return (latents - shift) * vae.config.scaling_factor
-
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> TextCond:
         out = self.pipe.encode_prompt(list(captions), device=self.device, num_images_per_prompt=1,

@@ -1,1 +1,2 @@
-"""Evaluation commands: ShapesWorld (exact judge); real-model metrics come later."""
+"""Evaluation: ShapesWorld (exact judge), editing on ShapesWorld, and real-model runners (COCO, GenEval export,
+PIE-Bench, report) over the metrics of agsm.metrics."""

@@ -5,6 +5,7 @@ import base64
 import html
 import io
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..shapes.spec import CATEGORIES
@@ -66,19 +67,32 @@ def bar_chart(table: dict, path: Path) -> Path:
     return path
 
 
-def write_report(out: Path, title: str, intro: str, table: dict, chart: Path, grid: Path, notes: str) -> None:
-    md = [f"# {title}", "", intro, "", "## Accuracy on the ShapesWorld suite (mean ± std over seeds)", "",
-          markdown_table(table), "", f"![accuracy per category]({chart.name})", "",
-          "## Same prompts, same seeds", "", "Columns: " + ", ".join(table) + ". Frames: green = judged correct, "
-          "red = wrong.", "", f"![side by side]({grid.name})", "", "## Notes", "", notes, ""]
+@dataclass
+class Section:
+    """One backbone's results: its table, bar chart and same-seed grid."""
+
+    title: str
+    intro: str
+    table: dict
+    chart: Path
+    grid: Path
+
+
+def write_report(out: Path, title: str, intro: str, sections: list[Section], notes: str) -> None:
+    md, body = [f"# {title}", "", intro, ""], [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    for sec in sections:
+        heading = f"{sec.title}: accuracy on the ShapesWorld suite (mean ± std over seeds)"
+        columns = "Columns: " + ", ".join(sec.table) + ". Frames: green = judged correct, red = wrong."
+        md += [f"## {heading}", "", sec.intro, "", markdown_table(sec.table), "",
+               f"![accuracy per category]({sec.chart.relative_to(out)})", "", f"### {sec.title}: same prompts, same seeds",
+               "", columns, "", f"![side by side]({sec.grid.relative_to(out)})", ""]
+        body += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(sec.intro)}</p>", _html_table(sec.table),
+                 f'<img src="data:image/png;base64,{_b64(sec.chart)}" alt="accuracy per category">',
+                 f"<h3>{html.escape(sec.title)}: same prompts, same seeds</h3>", f"<p>{html.escape(columns)}</p>",
+                 f'<img src="data:image/png;base64,{_b64(sec.grid)}" alt="side by side">']
+    md += ["## Notes", "", notes, ""]
+    body += ["<h2>Notes</h2>", f"<pre>{html.escape(notes)}</pre>"]
     (out / "report.md").write_text("\n".join(md))
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>",
-            "<h2>Accuracy on the ShapesWorld suite (mean ± std over seeds)</h2>", _html_table(table),
-            f'<img src="data:image/png;base64,{_b64(chart)}" alt="accuracy per category">',
-            "<h2>Same prompts, same seeds</h2>",
-            f"<p>Columns: {html.escape(', '.join(table))}. Frames: green = judged correct, red = wrong.</p>",
-            f'<img src="data:image/png;base64,{_b64(grid)}" alt="side by side">',
-            "<h2>Notes</h2>", f"<pre>{html.escape(notes)}</pre>"]
     style = "body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{padding:4px 10px;text-align:right}"
     (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
                                      f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")

@@ -13,17 +13,19 @@ from pathlib import Path
 from ..pipelines import load_soft_tokens
 from ..sample import load_pipeline
 from ..shapes.evaluate import score_suite
-from ..shapes.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..shapes.spec import CATEGORIES
 from ..shapes.suite import load_eval_suite
 from .grids import framed, grid
 
 
 def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: int = 1, seed: int = 0,
-                    steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+                    steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
                     keep_images: bool = False) -> dict:
-    """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category."""
+    """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
+
+    steps / guidance None: the ShapesWorld sampler of the model's architecture (shapes.generate.SAMPLER_DEFAULTS).
+    """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
     suite = load_eval_suite(prompts)

@@ -28,6 +28,20 @@ def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tenso
     return y + shift, weights
 
 
+def ema_point(denoiser, x0, eps, x_t, t, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the EMA predictions are taken: at x_t (public code), or one Euler step earlier on the same straight
+    path, x_{t+dt} = x_t + (dt / T)(eps - x0), for flow backbones (the paper's derivation; METHOD.md)."""
+    flow = getattr(denoiser, "is_flow", False)
+    at = config.ema_at if config.ema_at != "auto" else ("previous_step" if flow else "x_t")
+    if at == "x_t":
+        return x_t, t
+    if not flow:
+        raise ValueError("method.ema_at 'previous_step' is defined for flow backbones (SD3); use 'x_t' or 'auto' "
+                         "for UNet models")
+    t_prev = (t.float() + config.ema_step).clamp(max=denoiser.max_timestep)
+    return denoiser.add_noise(x0, eps, t_prev), t_prev
+
+
 def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
     """One AGSM loss: EMA predictions for every pair (no grad), then online predictions vs shifted targets.
 
@@ -39,7 +53,8 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
     b, k = batch.num_images, batch.num_captions
 
     with torch.no_grad():
-        ema_pred = denoiser(*tile(batch, x_t, t), ema=True).reshape(b, k, *x0.shape[1:])
+        x_ema, t_ema = ema_point(denoiser, x0, eps, x_t, t, config)
+        ema_pred = denoiser(*tile(batch, x_ema, t_ema), ema=True).reshape(b, k, *x0.shape[1:])
     targets, weights = agsm_targets(y, ema_pred, batch.pos_index.to(x0.device), config.gamma_pos,
                                     config.gamma_neg, config.temperature)
 

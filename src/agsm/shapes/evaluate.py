@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate
+from .generate import generate, resolve_sampler
 from .spec import CATEGORIES
 from .suite import load_eval_suite
 from .verify import verify
@@ -26,11 +26,14 @@ def score_suite(
     *,
     images_per_prompt: int = 1,
     seed: int = 0,
-    steps: int = DEFAULT_STEPS,
-    guidance: float = DEFAULT_GUIDANCE,
+    steps: int | None = None,
+    guidance: float | None = None,
     return_images: bool = False,
 ) -> dict[str, Any]:
-    """Per-category and mean accuracy, the counting over-count rate, and every verdict."""
+    """Per-category and mean accuracy, the counting over-count rate, and every verdict.
+
+    steps and guidance default to the pipeline architecture's ShapesWorld sampler (generate.sampler_defaults)."""
+    steps, guidance = resolve_sampler(pipe, steps, guidance)
     suite = suite if suite is not None else load_eval_suite()
     jobs = [(line, k) for line in suite for k in range(images_per_prompt)]
     images = generate(pipe, [l["prompt"] for l, _ in jobs], [image_seed(l, k, seed) for l, k in jobs],

@@ -1,6 +1,9 @@
-"""Builders for the tiny SD1.5-architecture parts: word-level tokenizer, CLIP text encoder, VAE, UNet, scheduler.
+"""Builders for the tiny ShapesWorld models' parts.
 
-Sizes are the arguments' defaults; pretrain.py records the ones it used in train_info.json.
+SD1.5 architecture: word-level tokenizer, CLIP text encoder, VAE, UNet, DDIM scheduler (pretrain.py).
+SD3 architecture: tokenizer, two CLIP encoders with projection, MM-DiT, flow Euler scheduler, and the sd15-tiny
+VAE reused frozen (pretrain_sd3.py).
+Sizes are the arguments' defaults; the pretraining commands record the ones they used in train_info.json.
 """
 
 from __future__ import annotations
@@ -65,3 +68,83 @@ def build_scheduler() -> DDIMScheduler:
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
     )
+
+
+# --- The tiny SD3-architecture parts (pretrain_sd3.py) -------------------------------------------------------------
+# Two CLIP encoders with projection (no T5), an MM-DiT on 8x8x4 latents with patch 1 (64 image tokens), the
+# sd15-tiny VAE (frozen, shared) and a flow-matching Euler scheduler with shift 1 (SD3 uses 3 for 1024 px; an
+# 8x8 latent needs no shift towards noise).
+
+SD3_TEXT_HIDDEN = 64
+SD3_TEXT_LAYERS = 3  # SD3 takes the penultimate hidden state as context, the last layer only feeds the pooled text
+SD3_WIDTH = 128
+SD3_LAYERS = 6
+SD3_HEADS = 4
+SD3_DUAL_ATTENTION_LAYERS = (0, 1)  # SD3.5-style blocks first, then plain SD3 joint blocks
+
+
+def build_sd3_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast:
+    """The grammar's word-level tokenizer with the end-of-text token given the largest id, as in CLIP's vocabulary.
+
+    CLIPTextModelWithProjection pools the hidden state at the first end-of-text token, except when that token's id
+    is 2 (a legacy rule for old configs), where it pools at the largest id instead; agsm.tiny.word_tokenizer puts
+    end-of-text at id 2 unless eos_last. Pooled text conditions every SD3 block, so it must see the whole caption.
+    """
+    return word_tokenizer(grammar_words(), max_length, eos_last=True)
+
+
+def build_sd3_text_encoder(tokenizer: PreTrainedTokenizerFast, hidden: int = SD3_TEXT_HIDDEN,
+                           layers: int = SD3_TEXT_LAYERS, heads: int = 4):
+    """A CLIPTextModelWithProjection; its projection width equals its hidden width."""
+    from transformers import CLIPTextModelWithProjection
+
+    if tokenizer.eos_token_id == 2:
+        raise ValueError("the tokenizer's end-of-text id is 2, so CLIP would pool at the largest id instead; "
+                         "use build_sd3_tokenizer()")
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 4,
+        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=hidden, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModelWithProjection(config)
+
+
+def build_sd3_transformer(text_hidden: int = SD3_TEXT_HIDDEN, width: int = SD3_WIDTH, layers: int = SD3_LAYERS,
+                          heads: int = SD3_HEADS, dual_attention_layers: tuple[int, ...] = SD3_DUAL_ATTENTION_LAYERS):
+    """MM-DiT on 8x8x4 latents, patch 1; context = both encoders' hidden states side by side (2 x text_hidden)."""
+    from diffusers import SD3Transformer2DModel
+
+    if width % heads:
+        raise ValueError(f"width {width} must be a multiple of heads {heads}")
+    if any(not 0 <= i < layers for i in dual_attention_layers):
+        raise ValueError(f"dual_attention_layers {tuple(dual_attention_layers)} must lie in 0..{layers - 1}")
+    return SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=layers,
+        attention_head_dim=width // heads, num_attention_heads=heads, joint_attention_dim=2 * text_hidden,
+        caption_projection_dim=width, pooled_projection_dim=2 * text_hidden, pos_embed_max_size=8,
+        dual_attention_layers=tuple(dual_attention_layers), qk_norm="rms_norm",
+    )
+
+
+def build_flow_scheduler():
+    """SD3's flow-matching Euler sampler: sigma = t / 1000, x_t = (1 - sigma) x0 + sigma eps, shift 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+def load_frozen_vae(path):
+    """A copy of a trained AutoencoderKL with the explicit shift (0) that SD3's pipeline needs, in eval mode."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no VAE at {path} (config.json missing); pass the vae/ folder of a trained "
+                                "pipeline such as src/agsm/shapes/models/sd15-tiny/vae")
+    vae = AutoencoderKL.from_pretrained(path)
+    if vae.config.scaling_factor is None:
+        raise ValueError(f"the VAE at {path} has no scaling_factor; SD3's pipeline cannot decode without one")
+    vae.register_to_config(shift_factor=0.0)
+    vae.requires_grad_(False)
+    return vae.eval()

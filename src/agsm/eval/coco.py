@@ -1,0 +1,181 @@
+"""`agsm eval coco`: the COCO val5K protocol of METHOD.md's results table.
+
+    agsm eval coco --model /models/sd15 --tokens runs/sd15-agsm --coco /data/coco --out runs/coco-agsm \
+        --metrics clip=/models/clip-vit-large-patch14 pickscore=/models/pickscore imagereward=/models/ImageReward \
+        hpsv2=/models/hpsv2 --inception /models/pt_inception-2015-12-05-6726825d.pth
+
+The first caption of each val2017 image (coco_data.py says which is first), images sorted by id, the first --num;
+image i drawn with seed + i by the backbone's evaluation sampler (SD1.5/SDXL DDIM 30 CFG 7, SD3 flow Euler 28 CFG 4;
+--steps/--guidance/--size override). Images go to OUT/images/ and OUT/manifest.jsonl; a killed run started again
+with the same settings redraws only what is missing. Then every --metrics NAME=PATH scores every image (cached per
+metric in OUT/scores/), and FID compares the images with the same val2017 images centre-cropped and resized to the
+generated size (statistics cached in --fid-reference, default OUT/fid_reference_<size>px_<n>.npz).
+Writes results.json (config, mean per metric, n, FID), scores.jsonl (per image) and results.md (METHOD.md's layout).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
+from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, open_pipeline,
+                         parse_dtype, run_config, sampler_dict, saved_sampler, save_png, write_json)
+from .scoring import default_metric_loader, parse_metric_specs, score_files
+
+log = logging.getLogger(__name__)
+
+# METHOD.md's COCO table: column title and the factor from the metric's natural scale (agsm.metrics) to it.
+COLUMNS = (("imagereward", "ImageReward x100", 100.0), ("pickscore", "PickScore", 1.0),
+           ("clip", "CLIP x100", 1.0), ("hpsv2", "HPSv2 x100", 100.0), ("fid", "FID", 1.0),
+           ("aesthetic", "Aesthetic", 1.0))
+
+
+def evaluate_coco(args, metric_loader=default_metric_loader, fid_extractor=None) -> dict:
+    """Run the protocol for parsed `args` (see add_commands); tests inject a metric loader / FID extractor."""
+    out = Path(args.out)
+    items = read_captions(args.coco, args.num, args.caption_order)
+    # every weight path is checked before hours of generation
+    metrics = parse_metric_specs(args.metrics) if isinstance(args.metrics, list) else dict(args.metrics or {})
+    if args.inception and not Path(args.inception).is_file():
+        raise FileNotFoundError(f"--inception {args.inception} does not exist; pass pytorch-fid's "
+                                "pt_inception-2015-12-05-6726825d.pth")
+    if (args.inception or fid_extractor) and not (args.fid_reference and Path(args.fid_reference).is_file()):
+        reference_paths(args.coco, items)  # FID will need the val images
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    sampler = _draw(args, items, out, images_dir)
+    manifest = Manifest(out / "manifest.jsonl").entries
+    paths = [images_dir / manifest[it["index"]]["file"] for it in items]
+    prompts = [it["caption"] for it in items]
+
+    per_image = {name: _scores(name, weights, paths, prompts, out, args, metric_loader)
+                 for name, weights in metrics.items()}
+    fid = _fid(args, items, paths, sampler.size, out, fid_extractor)
+
+    result = {"kind": "coco", "label": args.label or default_label(args),
+              "config": {**run_config(args, num=args.num, caption_order=args.caption_order),
+                         "sampler": sampler_dict(sampler), "metrics": metrics, "inception": args.inception},
+              "n": len(items),
+              "metrics": {name: {"mean": statistics.fmean(s), "std": statistics.pstdev(s), "n": len(s)}
+                          for name, s in per_image.items()},
+              "fid": fid, "per_image": "scores.jsonl"}
+    rows = [{**{k: it[k] for k in ("index", "image_id", "annotation_id", "caption")},
+             "file": str(p.relative_to(out)), "seed": args.seed + it["index"],
+             **{name: s[it["index"]] for name, s in per_image.items()}} for it, p in zip(items, paths)]
+    tmp = out / ".scores.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(out / "scores.jsonl")
+    write_json(out / "results.json", result)
+    (out / "results.md").write_text(results_markdown([result]) + "\n")
+    return result
+
+
+def _draw(args, items: list[dict], out: Path, images_dir: Path):
+    """Generate every image that the manifest does not hold yet; returns the sampler used."""
+    manifest = Manifest(out / "manifest.jsonl")
+    todo = [it for it in items if it["index"] not in manifest.done(images_dir)]
+    config = run_config(args, caption_order=args.caption_order)
+    if not todo and (out / "config.json").is_file():  # all drawn: the sampler is the recorded one, no model load
+        return saved_sampler(out / "config.json", config, args)
+    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, parse_dtype(args.dtype),
+                                  args.steps, args.guidance, args.size)
+    check_same_config(out / "config.json", {**config, "sampler": sampler_dict(sampler)})
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+    log.info("%d of %d images to draw (%d already in %s)", len(todo), len(items), len(items) - len(todo), images_dir)
+    bar = tqdm(total=len(todo), desc="generating", unit="img")
+    for start in range(0, len(todo), args.batch_size):
+        chunk = todo[start:start + args.batch_size]
+        images = generate(pipe, [it["caption"] for it in chunk], [args.seed + it["index"] for it in chunk], sampler)
+        for it, image in zip(chunk, images):
+            name = f"{it['image_id']:012d}.png"
+            save_png(image, images_dir / name)
+            manifest.append({"index": it["index"], "image_id": it["image_id"], "caption": it["caption"],
+                             "seed": args.seed + it["index"], "file": name})
+            bar.update(1)
+    bar.close()
+    return sampler
+
+
+def _scores(name, weights, paths, prompts, out: Path, args, metric_loader) -> list[float]:
+    """Scores of one metric, reused from OUT/scores/NAME.json when the same weights scored the same files."""
+    cache = out / "scores" / f"{name}.json"
+    key = {"weights": str(Path(weights).resolve()), "files": [p.name for p in paths]}
+    if cache.is_file():
+        held = json.loads(cache.read_text())
+        if {k: held.get(k) for k in key} == key:
+            log.info("%s: reusing %s", name, cache)
+            return held["scores"]
+    metric = metric_loader(name, weights, args.device, parse_dtype(args.dtype), args.metric_batch_size)
+    scores = score_files(metric, paths, prompts)
+    cache.parent.mkdir(exist_ok=True)
+    write_json(cache, {**key, "scores": scores})
+    return scores
+
+
+def _fid(args, items, paths, size: int, out: Path, extractor) -> dict | None:
+    if extractor is None and not args.inception:
+        log.warning("no --inception weights given: FID skipped")
+        return None
+    from ..metrics.fid import FeatureStats, compute_stats, fid_from_stats, inception_extractor
+
+    extractor = extractor or inception_extractor(args.inception, args.device)
+    ref_path = Path(args.fid_reference or out / f"fid_reference_{size}px_{len(items)}.npz")
+    if ref_path.is_file():
+        log.info("FID reference statistics from %s", ref_path)
+        reference = FeatureStats.load(ref_path)
+    else:
+        log.info("FID reference: %d val2017 images, centre-cropped and resized to %d px", len(items), size)
+        val = CroppedImages(reference_paths(args.coco, items), size)
+        reference = compute_stats(val, extractor, args.metric_batch_size)
+        tmp = ref_path.with_name(f".{ref_path.name}.tmp")
+        reference.save(tmp)
+        tmp.replace(ref_path)  # a cache file is always complete
+    generated = compute_stats(paths, extractor, args.metric_batch_size)
+    return {"value": float(fid_from_stats(generated, reference)), "n": generated.n, "reference": str(ref_path),
+            "reference_n": reference.n}
+
+
+def results_markdown(results: list[dict]) -> str:
+    """METHOD.md's COCO table: one row per results dict, columns for the metrics any of them has."""
+    columns = [(key, title, factor) for key, title, factor in COLUMNS
+               if any((r["fid"] is not None) if key == "fid" else key in r["metrics"] for r in results)]
+    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for r in results:
+        cells = []
+        for key, _, factor in columns:
+            value = (r["fid"] or {}).get("value") if key == "fid" else r["metrics"].get(key, {}).get("mean")
+            cells.append("-" if value is None else f"{value * factor:.2f}")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nCOCO val{results[0]['n']} (first caption per image), n = {results[0]['n']}."
+
+
+def add_commands(eval_subparsers) -> None:
+    p = eval_subparsers.add_parser("coco", help="COCO val5K: generate, score (ImageReward, PickScore, CLIP, HPSv2, "
+                                                "aesthetic) and FID; resumable")
+    add_model_args(p)
+    p.add_argument("--coco", required=True, help="folder with annotations/captions_val2017.json and val2017/*.jpg")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num", type=int, default=5000, help="the first N val2017 images by id (default 5000)")
+    p.add_argument("--caption-order", default="json", choices=ORDERS,
+                   help="which caption is first: as the json lists them (default) or the lowest annotation id")
+    p.add_argument("--metrics", nargs="+", action="extend", metavar="NAME=PATH",
+                   help="metrics and their local weights, e.g. clip=DIR pickscore=DIR imagereward=DIR hpsv2=DIR")
+    p.add_argument("--inception", help="FID Inception weights (pytorch-fid's pt_inception-2015-12-05 file)")
+    p.add_argument("--fid-reference", help="cache of the val2017 reference statistics (.npz); made if missing")
+    p.add_argument("--batch-size", type=int, default=4, help="images per generation call")
+    p.add_argument("--metric-batch-size", type=int, default=16)
+    p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
+    p.set_defaults(run=_run)
+
+
+def _run(args, extra) -> None:
+    if extra:
+        raise ValueError(f"agsm eval coco: unknown arguments {extra}")
+    result = evaluate_coco(args)
+    print(results_markdown([result]))
+    print(f"wrote results.json, results.md and scores.jsonl to {args.out}")

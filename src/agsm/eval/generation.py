@@ -1,0 +1,160 @@
+"""Shared pieces of the generation-based evaluations (COCO, GenEval export, PIE-Bench).
+
+A model folder (+ optional soft tokens) becomes a pipeline with METHOD.md's evaluation sampler for its
+architecture; every image has its own seed, so any single image can be redrawn; images are written
+atomically and recorded in an append-only JSONL manifest, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Sampler:
+    steps: int
+    guidance: float
+    size: int
+
+
+def add_model_args(parser, tokens: bool = True) -> None:
+    """--model/--tokens/--uncond-tokens, sampler overrides and device options shared by the eval commands."""
+    parser.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
+    if tokens:
+        parser.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
+        parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the backbone's evaluation sampler)")
+    parser.add_argument("--guidance", type=float, help="CFG scale (default: the backbone's evaluation sampler)")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"--dtype {name!r} is not one of {tuple(DTYPES)}")
+    return DTYPES[name]
+
+
+def open_pipeline(model, tokens=None, uncond_tokens: str = "positive", device: str = "cpu",
+                  dtype: torch.dtype = torch.float32, steps: int | None = None, guidance: float | None = None,
+                  size: int | None = None):
+    """Load `model` (+ tokens) and resolve the sampler: the architecture's defaults unless overridden."""
+    from ..pipelines import load_soft_tokens, pipeline_architecture
+    from ..sample import SAMPLER_DEFAULTS, default_size, load_pipeline
+
+    pipe = load_pipeline(model, device, dtype)
+    if tokens:
+        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
+    defaults = SAMPLER_DEFAULTS[pipeline_architecture(pipe)]
+    for name, value in (("steps", steps), ("size", size)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} {value} must be >= 1")
+    sampler = Sampler(steps or defaults["steps"], defaults["guidance"] if guidance is None else guidance,
+                      size or default_size(pipe))
+    return pipe, sampler
+
+
+def run_config(args, **extra) -> dict:
+    """What identifies a run's images: resuming with anything different would mix two runs."""
+    tokens = getattr(args, "tokens", None)
+    return {"model": str(Path(args.model).resolve()), "tokens": str(Path(tokens).resolve()) if tokens else None,
+            "uncond_tokens": getattr(args, "uncond_tokens", None), "seed": args.seed, "dtype": args.dtype, **extra}
+
+
+def default_label(args) -> str:
+    """A results row name: the token run's folder name, or the model's name and '(base)'."""
+    if getattr(args, "tokens", None):
+        path = Path(args.tokens)
+        return path.parent.name if path.suffix == ".safetensors" else path.name
+    return f"{Path(args.model).name} (base)"
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], sampler: Sampler) -> list:
+    """One image per (prompt, seed); each image's initial noise comes from its own generator, so batching
+    does not change which image a seed gives."""
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    return pipe(list(prompts), num_inference_steps=sampler.steps, guidance_scale=sampler.guidance,
+                height=sampler.size, width=sampler.size, generator=generators).images
+
+
+def save_png(image, path: Path) -> None:
+    """Write to a temporary name, then rename: a file at `path` is always a complete image."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def check_same_config(path: Path, config: dict) -> None:
+    """Write config.json on the first run; on a resume, refuse settings that differ from it."""
+    path = Path(path)
+    if not path.exists():
+        write_json(path, config)
+        return
+    old = json.loads(path.read_text())
+    changed = {k: (old.get(k), config.get(k)) for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)}
+    if changed:
+        diff = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+        raise ValueError(f"{path.parent} holds a run with other settings ({diff}); use the same settings "
+                         "to resume it, or another --out for a new run")
+
+
+class Manifest:
+    """Append-only JSONL of finished items, keyed by an integer field. A kill while appending can leave a
+    torn last line: it is cut off on open, and that item is redone."""
+
+    def __init__(self, path: Path, key: str = "index"):
+        self.path, self.key = Path(path), key
+        self.entries: dict[int, dict] = {}
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                data = data[: data.rfind(b"\n") + 1]
+                self.path.write_bytes(data)
+            for line in data.decode().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.entries[entry[key]] = entry
+
+    def done(self, folder: Path) -> set[int]:
+        """Keys whose entry is recorded and whose image is on disk."""
+        return {k for k, e in self.entries.items() if (Path(folder) / e["file"]).is_file()}
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries[entry[self.key]] = entry
+
+
+def sampler_dict(sampler: Sampler) -> dict:
+    return asdict(sampler)
+
+
+def saved_sampler(config_path: Path, config: dict, args) -> Sampler:
+    """The sampler of a finished run, after checking that `config` and any --steps/--guidance/--size agree."""
+    saved = json.loads(Path(config_path).read_text())
+    sampler = Sampler(**saved["sampler"])
+    check_same_config(config_path, {**config, "sampler": saved["sampler"]})
+    for name in ("steps", "guidance", "size"):
+        given = getattr(args, name, None)
+        if given is not None and given != getattr(sampler, name):
+            raise ValueError(f"--{name} {given} differs from the finished run in {Path(config_path).parent} "
+                             f"({getattr(sampler, name)}); use another --out for a new run")
+    return sampler

@@ -1,0 +1,106 @@
+"""`agsm eval geneval-export`: images for GenEval's prompts in GenEval's folder layout, to be scored by the
+official GenEval scorer elsewhere (it needs an object detector this project does not ship).
+
+    agsm eval geneval-export --model /models/sd3 --tokens runs/sd3-agsm \
+        --metadata geneval/prompts/evaluation_metadata.jsonl --out runs/geneval-agsm
+
+For prompt i (line i of the metadata file) it writes OUT/<i:05d>/metadata.jsonl (that line, as given) and
+OUT/<i:05d>/samples/<j:04d>.png for j < --images-per-prompt, image j of prompt i drawn with seed + i * N + j
+(N = images per prompt). Images are written atomically; a folder with all its samples is skipped when the command
+runs again, so a killed export resumes. OUT/export.json records the settings (GenEval's scorer reads only the
+numbered folders). Then, with GenEval: python evaluation/evaluate_images.py OUT --outfile results.jsonl ...
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .generation import (add_model_args, check_same_config, generate, open_pipeline, parse_dtype, run_config,
+                         sampler_dict, save_png)
+
+log = logging.getLogger(__name__)
+
+
+def read_metadata(path) -> list[tuple[str, dict]]:
+    """[(the line as written, its parsed object)] for each non-empty line; each must have a 'prompt'."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--metadata {path} does not exist; GenEval ships it as "
+                                "prompts/evaluation_metadata.jsonl")
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            meta = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} line {number} is not JSON ({exc}); expected GenEval's metadata jsonl") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("prompt"), str):
+            raise ValueError(f"{path} line {number} has no 'prompt' string; expected GenEval's metadata jsonl")
+        lines.append((line.strip(), meta))
+    if not lines:
+        raise ValueError(f"{path} holds no prompts")
+    return lines
+
+
+def export_geneval(args) -> dict:
+    """Draw every missing sample; returns {'prompts', 'images', 'drawn'} counts."""
+    if args.images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt {args.images_per_prompt} must be >= 1")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+    lines = read_metadata(args.metadata)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per = args.images_per_prompt
+    todo = {i: [j for j in range(per) if not (_folder(out, i) / "samples" / f"{j:04d}.png").is_file()]
+            for i in range(len(lines))}
+    todo = {i: js for i, js in todo.items() if js}
+    log.info("%d of %d prompt folders to complete in %s", len(todo), len(lines), out)
+    pipe = sampler = None
+    bar = tqdm(total=sum(len(js) for js in todo.values()), desc="geneval export", unit="img")
+    for i, samples in todo.items():
+        if pipe is None:
+            pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device,
+                                          parse_dtype(args.dtype), args.steps, args.guidance, args.size)
+            check_same_config(out / "export.json", {**run_config(args, images_per_prompt=per,
+                                                                 metadata=str(Path(args.metadata).resolve())),
+                                                    "sampler": sampler_dict(sampler)})
+        folder = _folder(out, i)
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.jsonl").write_text(lines[i][0] + "\n")
+        prompt = lines[i][1]["prompt"]
+        for start in range(0, len(samples), args.batch_size):
+            chunk = samples[start:start + args.batch_size]
+            images = generate(pipe, [prompt] * len(chunk), [args.seed + i * per + j for j in chunk], sampler)
+            for j, image in zip(chunk, images):
+                save_png(image, folder / "samples" / f"{j:04d}.png")
+                bar.update(1)
+    bar.close()
+    return {"prompts": len(lines), "images": len(lines) * per, "drawn": sum(len(js) for js in todo.values())}
+
+
+def _folder(out: Path, index: int) -> Path:
+    return out / f"{index:05d}"
+
+
+def add_commands(eval_subparsers) -> None:
+    p = eval_subparsers.add_parser("geneval-export", help="images for GenEval's prompts in its folder layout "
+                                                          "(score them with the official GenEval scorer)")
+    add_model_args(p)
+    p.add_argument("--metadata", required=True, help="GenEval's prompts/evaluation_metadata.jsonl")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="images per generation call")
+    p.set_defaults(run=_run)
+
+
+def _run(args, extra) -> None:
+    if extra:
+        raise ValueError(f"agsm eval geneval-export: unknown arguments {extra}")
+    counts = export_geneval(args)
+    print(f"{counts['prompts']} prompts x {args.images_per_prompt} images in {args.out} "
+          f"({counts['drawn']} drawn now); score them with GenEval's evaluation/evaluate_images.py")
