@@ -245,7 +245,9 @@ def test_shipped_sd3_model_draws_single_objects():
     images = generate(pipe, prompts, seeds)
     assert images[0].size == (64, 64)
     alone = np.asarray(generate(pipe, prompts[:1], seeds[:1])[0], dtype=int)
-    assert np.abs(alone - np.asarray(images[0], dtype=int)).max() <= 2  # batch size changes float rounding only
+    assert (np.asarray(generate(pipe, prompts[:1], seeds[:1])[0], dtype=int) == alone).all()  # deterministic
+    # Another batch size changes matmul shapes, so float rounding may differ: at most 2 of 255 levels.
+    assert np.abs(alone - np.asarray(images[0], dtype=int)).max() <= 2
     correct = [verify(im, p).correct for im, p in zip(images, prompts)]
     assert sum(correct) >= 9, f"{sum(correct)}/12 single-object prompts drawn correctly: {correct}"
     info = json.loads((MODEL / "train_info.json").read_text())
