@@ -3,7 +3,7 @@
     from agsm.sample import load_pipeline
     from agsm.editing import edit
     pipe = load_pipeline("src/agsm/shapes/models/sd15-tiny")
-    # agsm.load_soft_tokens(pipe, "runs/demo/agsm")   # optional: tokens take part in every prediction
+    # agsm.load_soft_tokens(pipe, "runs/demo/sd15/agsm")   # optional: tokens take part in every prediction
     edited = edit(pipe, image, "a red circle", "a blue circle", seed=0, steps=50)
 
 The method follows the architecture: FlowEdit for SD3 (flow matching), DDIM inversion for SD1.5 and

@@ -1,6 +1,6 @@
 """`agsm edit`: edit one image with a local pipeline (and soft tokens), write the PNG and edit.json.
 
-    agsm edit --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/agsm --image scene.png \
+    agsm edit --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/sd15/agsm --image scene.png \
         --source-prompt "a red circle" --target-prompt "a blue circle" --out runs/edit
 
 Method options left out take the method's defaults (FlowEdit for SD3, DDIM inversion for SD1.5/SDXL).

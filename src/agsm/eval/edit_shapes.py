@@ -1,6 +1,6 @@
 """`agsm eval edit-shapes`: the ShapesWorld editing benchmark, judged exactly.
 
-    agsm eval edit-shapes --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/agsm --n 60 --out runs/edit-eval
+    agsm eval edit-shapes --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/sd15/agsm --n 60 --out runs/edit-eval
 
 Deterministic rendered scenes of 1-3 distinct objects, each with a caption naming every object
 ("a red circle and a blue square"; three objects join three phrases with "and"), and one edit that

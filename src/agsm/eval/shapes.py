@@ -1,6 +1,6 @@
 """`agsm eval shapes`: generate the ShapesWorld suite with a model (and tokens), judge every image exactly.
 
-    agsm eval shapes --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/agsm --out runs/eval
+    agsm eval shapes --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/sd15/agsm --out runs/eval
 
 Writes results.json (accuracy per category and mean, the over-count rate on counting prompts, every
 verdict) and one grid per category with each image framed green (correct) or red (wrong).
