@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from agsm.eval import coco as coco_mod
 from agsm.eval.coco import add_commands, evaluate_coco, results_markdown
@@ -62,9 +63,19 @@ def test_missing_coco_files_are_named(tmp_path, coco_dir):
         read_captions(coco_dir, 11)
 
 
+@pytest.fixture
+def one_thread():
+    """Exact equality of floats scored in two runs needs one BLAS thread: with several, oneDNN/MKL results can
+    differ in the last bits between runs on identical inputs (seen in CI at 2 threads: 1.6e-6 relative)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(sd15_dir, coco_dir, tmp_path, monkeypatch, fakes,
-                                                         metric_weights):
+                                                         metric_weights, one_thread):
     from agsm.eval.scoring import default_metric_loader as real_metrics
 
     whole = evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "whole", metrics=metric_weights), real_metrics,
