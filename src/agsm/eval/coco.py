@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
 from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, open_pipeline,
-                         parse_dtype, run_config, sampler_dict, saved_sampler, save_png, write_json)
+                         parse_dtype, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
 from .scoring import default_metric_loader, parse_metric_specs, score_files
 
 log = logging.getLogger(__name__)
@@ -170,12 +170,5 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per generation call")
     p.add_argument("--metric-batch-size", type=int, default=16)
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
-    p.set_defaults(run=_run)
+    p.set_defaults(run=report_command("coco", evaluate_coco, results_markdown))
 
-
-def _run(args, extra) -> None:
-    if extra:
-        raise ValueError(f"agsm eval coco: unknown arguments {extra}")
-    result = evaluate_coco(args)
-    print(results_markdown([result]))
-    print(f"wrote results.json, results.md and scores.jsonl to {args.out}")

@@ -37,6 +37,17 @@ def add_model_args(parser, tokens: bool = True) -> None:
     parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
 
 
+def report_command(command: str, evaluate, markdown):
+    """An argparse handler (args, extra) that runs `evaluate(args)` and prints its one-row results table."""
+    def run(args, extra) -> None:
+        if extra:
+            raise ValueError(f"agsm eval {command}: unknown arguments {extra}")
+        result = evaluate(args)
+        print(markdown([result]))
+        print(f"wrote results.json, results.md and scores.jsonl to {args.out}")
+    return run
+
+
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"--dtype {name!r} is not one of {tuple(DTYPES)}")

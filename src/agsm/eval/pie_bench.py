@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .generation import (DTYPES, Manifest, check_same_config, default_label, open_pipeline, parse_dtype,
-                         run_config, save_png, write_json)
+                         report_command, run_config, save_png, write_json)
 from .pie_data import EDITING_TYPES, decode_mask, read_mapping
 from .pie_metrics import DISPLAY, METRICS, WEIGHTS, background_scores, clip_scores
 from .scoring import default_metric_loader
@@ -201,12 +201,5 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
-    p.set_defaults(run=_run)
+    p.set_defaults(run=report_command("pie-bench", evaluate_pie, results_markdown))
 
-
-def _run(args, extra) -> None:
-    if extra:
-        raise ValueError(f"agsm eval pie-bench: unknown arguments {extra}")
-    result = evaluate_pie(args)
-    print(results_markdown([result]))
-    print(f"wrote results.json, results.md and scores.jsonl to {args.out}")
