@@ -80,6 +80,13 @@ class MethodConfig:
     shared_tokens: bool = False  # ablation: psi+ and psi- are one tensor
     bradley_terry: bool = False  # ablation: one negative per image (K = 2)
     ema_decay: float = 0.9999
+    # EMA tokens at step 0: a copy of the online tokens, or their own normal(0, init_std) draw (public code),
+    # which keeps the targets' reference near the plain model for the first thousands of steps.
+    ema_init: str = "copy"
+    # Hard negatives (beyond the paper): this fraction of each image's K - 1 negatives is replaced by its own
+    # caption with one attribute changed (data/perturb.py), of the kinds listed.
+    hard_negatives: float = 0.0
+    hard_negative_kinds: list[str] = field(default_factory=lambda: ["color", "shape", "count", "relation"])
     noise_sharing: str = "image"  # image (paper) | batch (public code)
     # Where the EMA prediction is evaluated (flow backbones): previous_step = one Euler step earlier, x_{t+dt}
     # (the paper's derivation); x_t (public code). auto: previous_step on flow backbones, x_t on UNets.
@@ -99,6 +106,12 @@ class MethodConfig:
         _check(self.ema_at in ("auto", "x_t", "previous_step"),
                f"method.ema_at {self.ema_at!r} is not one of 'auto', 'x_t', 'previous_step'")
         _check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
+        _check(self.ema_init in ("copy", "independent"),
+               f"method.ema_init {self.ema_init!r} is not one of 'copy', 'independent'")
+        _check(0.0 <= self.hard_negatives <= 1.0, f"method.hard_negatives {self.hard_negatives} must be in [0, 1]")
+        bad = sorted(set(self.hard_negative_kinds) - {"color", "shape", "count", "relation"})
+        _check(not bad and bool(self.hard_negative_kinds), f"method.hard_negative_kinds {self.hard_negative_kinds} "
+               "must be a non-empty subset of ['color', 'shape', 'count', 'relation']")
         _check(0.0 <= self.ema_decay < 1.0, f"method.ema_decay {self.ema_decay} must be in [0, 1)")
         _check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
 

@@ -76,7 +76,7 @@ def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) ->
         for i in picks:
             rows.append([framed(results[n]["images"][i], results[n]["verdicts"][i]["correct"]) for n in names])
             labels.append(verdicts[i]["prompt"])
-    grid(rows, labels, label_width=300).save(path)
+    grid(rows, labels, label_width=300, headers=names).save(path)
     return path
 
 

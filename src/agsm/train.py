@@ -10,7 +10,9 @@ from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from .config import Config
 from .data import build_or_load_cache, read_coco, read_imagefolder
 from .denoiser import TokenDenoiser, update_ema
 from .objectives import STEPS, PairBatch
-from .objectives.pairs import in_batch_captions, one_negative_captions
+from .data.perturb import perturb_caption
+from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
 from .token_file import FILE_NAME, save_tokens
 from .tokens import SoftTokens, install_tokens, placement_for
 
@@ -63,10 +66,37 @@ def make_tokens(config: Config, backbone) -> SoftTokens:
                       init_std=config.tokens.init_std, init_tokens=init)
 
 
-def build_batch(dataset, ids, generator, accelerator, config: Config, device) -> PairBatch:
-    """Latents of this process's images, their captions, and the image x caption matrix."""
+def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
+    """The EMA tokens: a copy of the online tokens, or (method.ema_init independent, the public code) a fresh
+    normal(0, init_std) draw, so that the targets' reference starts near the plain model."""
+    if config.method.ema_init == "copy":
+        ema = copy.deepcopy(tokens)
+    else:
+        ema = SoftTokens(tokens.num_tokens, tokens.width, num_sets=tokens.num_sets,
+                         num_buckets=tokens.time_table.shape[0], num_train_timesteps=tokens.num_train_timesteps,
+                         init_std=config.tokens.init_std)
+    return ema.requires_grad_(False)
+
+
+def token_norms(tokens: SoftTokens, ema_tokens: SoftTokens) -> dict[str, float]:
+    """Mean L2 norm of a token per set (psi+, psi-) and of the EMA's psi+: how far tokens reach into attention."""
+    with torch.no_grad():
+        norms = {f"token_norm_{'pos' if s == 0 else 'neg'}": float(tokens.sets[s].norm(dim=-1).mean())
+                 for s in range(tokens.num_sets)}
+        norms["token_norm_ema_pos"] = float(ema_tokens.sets[0].norm(dim=-1).mean())
+        norms["time_table_norm"] = float(tokens.time_table.norm(dim=-1).mean())
+    return norms
+
+
+def build_batch(dataset, ids, generator, accelerator, config: Config, device, encoder=None) -> PairBatch:
+    """Latents of this process's images, their captions, and the image x caption matrix.
+
+    With method.hard_negatives > 0, `encoder` (the backbone) encodes each image's perturbed captions, which
+    join the caption pool and replace that share of the image's in-batch negatives.
+    """
     x0 = dataset.latents(ids).to(device)
-    cond: TextCond = dataset.text(dataset.draw_captions(ids, generator)).to(device)
+    caption_ids = dataset.draw_captions(ids, generator)
+    cond: TextCond = dataset.text(caption_ids).to(device)
     offset = 0
     if config.train.gather_captions and accelerator.num_processes > 1:
         cond = TextCond(**{k: accelerator.gather(v.contiguous()) for k, v in cond.tensors().items()})
@@ -75,6 +105,28 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device) ->
         index, pos = one_negative_captions(len(ids), len(cond), offset, generator)
     else:
         index, pos = in_batch_captions(len(ids), len(cond), offset)
+    method = config.method
+    per_image = round(method.hard_negatives * (index.shape[1] - 1))
+    if per_image > 0:
+        if encoder is None:
+            raise ValueError("method.hard_negatives needs the backbone to encode perturbed captions; pass encoder=")
+        rng = random.Random(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+        texts, columns = [], []
+        for caption_id in caption_ids.tolist():
+            distinct: list[str] = []
+            for _ in range(4 * per_image):  # a few tries for distinct ones; short captions have few perturbations
+                changed = perturb_caption(dataset.captions[caption_id], rng, tuple(method.hard_negative_kinds))
+                if changed is not None and changed[0] not in distinct:
+                    distinct.append(changed[0])
+                if len(distinct) == per_image:
+                    break
+            columns.append([len(cond) + len(texts) + j for j in range(len(distinct))])
+            texts.extend(distinct)
+        if texts:
+            with torch.no_grad():
+                extra = encoder.encode_text(texts).to(device=device, dtype=cond.embeds.dtype)
+            cond = TextCond.cat([cond, extra])
+            index = with_hard_negatives(index, pos, columns, generator)
     return PairBatch(x0, cond, index, pos)
 
 
@@ -107,7 +159,7 @@ def train(config: Config, resume: bool = False) -> Path:
 
     torch.manual_seed(tc.seed)  # token initialisation is the same on every process
     tokens = make_tokens(config, backbone).to(accelerator.device)
-    ema_tokens = copy.deepcopy(tokens).requires_grad_(False)
+    ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
     placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
     injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
     denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
@@ -138,7 +190,7 @@ def train(config: Config, resume: bool = False) -> Path:
         first = position * global_batch + accelerator.process_index * tc.images_per_step
         ids = order[first:first + tc.images_per_step]
         generator = step_generator(tc.seed, step, accelerator.process_index)
-        batch = build_batch(dataset, ids, generator, accelerator, config, accelerator.device)
+        batch = build_batch(dataset, ids, generator, accelerator, config, accelerator.device, encoder=backbone)
 
         with accelerator.autocast():
             loss, logs = step_fn(denoiser, batch, config.method, generator)
@@ -156,8 +208,12 @@ def train(config: Config, resume: bool = False) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}")
         if state.step % tc.log_every == 0 or state.step == tc.steps:
-            accelerator.log({"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
-                             **{k: float(v) for k, v in logs.items()}}, step=state.step)
+            record = {"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
+                      **{k: float(v) for k, v in logs.items()}, **token_norms(tokens, ema_tokens)}
+            accelerator.log(record, step=state.step)
+            if accelerator.is_main_process:  # the same numbers as plain JSON lines, for scripts and studies
+                with open(out / "train_log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": state.step, **record}) + "\n")
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
             save_checkpoint(accelerator, out, state.step, tc.keep_checkpoints)
     bar.close()

@@ -16,14 +16,17 @@ def framed(image: Image.Image, correct: bool | None, scale: int = 2, frame: int 
 
 
 def grid(rows: list[list[Image.Image]], labels: list[str] | None = None, label_width: int = 0,
-         gap: int = 2) -> Image.Image:
-    """Rows of equally sized tiles, with an optional text label left of each row."""
+         gap: int = 2, headers: list[str] | None = None) -> Image.Image:
+    """Rows of equally sized tiles, with an optional text label left of each row and a header over each column."""
     tile_w, tile_h = rows[0][0].size
     columns = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (label_width + columns * (tile_w + gap), len(rows) * (tile_h + gap)), "white")
+    top = 14 if headers else 0
+    sheet = Image.new("RGB", (label_width + columns * (tile_w + gap), top + len(rows) * (tile_h + gap)), "white")
     draw = ImageDraw.Draw(sheet)
+    for c, header in enumerate(headers or []):
+        draw.text((label_width + c * (tile_w + gap) + 2, 1), header[: tile_w // 6], fill="black")
     for r, row in enumerate(rows):
-        y = r * (tile_h + gap)
+        y = top + r * (tile_h + gap)
         if labels:
             draw.text((4, y + tile_h // 2 - 5), labels[r][: label_width // 6], fill="black")
         for c, tile in enumerate(row):

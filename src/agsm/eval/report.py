@@ -13,8 +13,9 @@ from ..shapes.spec import CATEGORIES
 ROWS = list(CATEGORIES) + ["mean", "overcount_rate"]
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """{variant: [results per seed]} -> {variant: {row: (mean over seeds, std over seeds)}}."""
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """{variant: [results per seed]} -> {variant: {row: (mean over seeds, std over seeds)}}; the std is None for
+    one seed (no spread was measured, which is not a spread of 0)."""
     table = {}
     for name, results in runs.items():
         table[name] = {}
@@ -22,7 +23,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, f
             values = [_value(r, row) for r in results]
             values = [v for v in values if v is not None]
             if values:
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                spread = statistics.stdev(values) if len(values) > 1 else None
                 table[name][row] = (statistics.fmean(values), spread)
     return table
 
@@ -33,6 +34,12 @@ def _value(result: dict, row: str):
     return result["accuracy"].get(row)
 
 
+def cell(value: tuple[float, float | None]) -> str:
+    """'0.784 ± 0.003', or '0.617 (n=1)' where one seed gave no spread."""
+    mean, std = value
+    return f"{mean:.3f} (n=1)" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
 def markdown_table(table: dict) -> str:
     names = list(table)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -40,7 +47,7 @@ def markdown_table(table: dict) -> str:
         if not any(row in table[n] for n in names):
             continue
         label = "over-count rate (lower is better)" if row == "overcount_rate" else row
-        cells = [f"{table[n][row][0]:.3f} ± {table[n][row][1]:.3f}" if row in table[n] else "-" for n in names]
+        cells = [cell(table[n][row]) if row in table[n] else "-" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -56,7 +63,7 @@ def bar_chart(table: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
     for i, (name, values) in enumerate(table.items()):
         xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(rows))]
-        ax.bar(xs, [values[r][0] for r in rows], width, yerr=[values[r][1] for r in rows], label=name, capsize=2)
+        ax.bar(xs, [values[r][0] for r in rows], width, yerr=[values[r][1] or 0.0 for r in rows], label=name, capsize=2)
     ax.set_xticks(range(len(rows)), [r.replace("_", " ") for r in rows])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (exact judge)")
@@ -104,7 +111,7 @@ def _html_table(table: dict) -> str:
     rows = []
     for row in ROWS:
         if any(row in table[n] for n in names):
-            cells = "".join(f"<td>{table[n][row][0]:.3f} ± {table[n][row][1]:.3f}</td>" if row in table[n]
+            cells = "".join(f"<td>{cell(table[n][row])}</td>" if row in table[n]
                             else "<td>-</td>" for n in names)
             rows.append(f"<tr><th>{html.escape(row)}</th>{cells}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"

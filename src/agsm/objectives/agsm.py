@@ -66,5 +66,10 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
     loss_pos = mse[is_pos].mean()
     loss_neg = mse[~is_pos].mean() if (~is_pos).any() else mse.new_zeros(())
     own_weight = weights[positive].mean()
+    # How far the targets move from plain denoising, relative to the target's own size (RMS over pairs).
+    shift = (targets - y.float()[:, None]).pow(2).flatten(2).mean(-1)  # [B, K]
+    y_rms = y.float().pow(2).mean().sqrt()
     return loss_pos + loss_neg, {"loss_pos": loss_pos.detach(), "loss_neg": loss_neg.detach(),
-                                 "own_caption_weight": own_weight.detach()}
+                                 "own_caption_weight": own_weight.detach(),
+                                 "shift_rms_pos": (shift[positive].mean().sqrt() / y_rms).detach(),
+                                 "shift_rms_neg": (shift[~positive].mean().sqrt() / y_rms).detach()}

@@ -62,6 +62,22 @@ def one_negative_captions(num_images: int, num_captions: int, offset: int, gener
     return torch.stack([own, (own + shift) % num_captions], dim=1), torch.zeros(num_images, dtype=torch.long)
 
 
+def with_hard_negatives(index: torch.Tensor, pos_index: torch.Tensor, hard_columns: list[list[int]],
+                        generator: torch.Generator) -> torch.Tensor:
+    """Replace some of each image's negatives by its own hard negatives (pool columns `hard_columns[i]`).
+
+    index [B, K] and pos_index [B] as built by in_batch_captions / one_negative_captions; which of the
+    image's in-batch negatives give way is drawn at random. Returns the new index [B, K].
+    """
+    index = index.clone()
+    for i, hard in enumerate(hard_columns):
+        negatives = [k for k in range(index.shape[1]) if k != int(pos_index[i])]
+        order = torch.randperm(len(negatives), generator=generator).tolist()
+        for column, k in zip(hard, (negatives[j] for j in order)):
+            index[i, k] = column
+    return index
+
+
 def draw_noise(denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator, share: str):
     """t [B] and eps [B, ...]: one draw per image ('image', the paper) or one for the batch ('batch', public code)."""
     if share not in ("image", "batch"):
