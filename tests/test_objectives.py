@@ -59,3 +59,35 @@ def test_softrepa_loss_rewards_lower_own_error():
     pos = torch.tensor([0])
     good, bad = torch.tensor([[0.05, 0.3]]), torch.tensor([[0.3, 0.05]])
     assert softrepa_loss(good, pos) < softrepa_loss(bad, pos)
+
+
+def test_velocity_reward_scale_is_the_v_error_of_an_eps_model():
+    """At a fixed x_t, an eps error maps to a v error larger by 1 / sqrt(abar_t); the factor is its square."""
+    from agsm.backbones.parameterization import Epsilon, VPrediction, add_noise
+
+    abar = torch.linspace(0.999, 0.005, 1000)
+    t = torch.tensor([10, 500, 990])
+    x0, eps = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    x_t = add_noise(x0, eps, t, abar)
+    eps_hat = eps + 0.1 * torch.randn_like(eps)
+    a = abar[t].reshape(-1, 1, 1, 1)
+    x0_hat = (x_t - (1 - a).sqrt() * eps_hat) / a.sqrt()
+
+    def v(e, x):
+        return a.sqrt() * e - (1 - a).sqrt() * x
+
+    v_err = (v(eps_hat, x0_hat) - v(eps, x0)).pow(2).flatten(1).mean(1)
+    eps_err = (eps_hat - eps).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(v_err / eps_err, Epsilon().velocity_factor(t, abar), rtol=1e-4, atol=0)
+    assert torch.equal(VPrediction().velocity_factor(t, abar), torch.ones(3))
+
+
+def test_reward_scale_sharpens_the_weights_of_one_image_only():
+    y = torch.zeros(2, 1, 2, 2)
+    ema = torch.stack([torch.full((2, 1, 2, 2), v) for v in (0.01, 0.05)], 1)  # [B=2, K=2, ...]: caption 0 closer
+    ema = torch.cat([ema[:1], ema[:1]])
+    pos = torch.tensor([0, 0])
+    _, plain = agsm_targets(y, ema, pos, 1.0, 1.0, 0.1)
+    _, scaled = agsm_targets(y, ema, pos, 1.0, 1.0, 0.1, reward_scale=torch.tensor([1.0, 100.0]))
+    torch.testing.assert_close(scaled[0], plain[0])
+    assert scaled[1, 0] > plain[1, 0] > 0.5

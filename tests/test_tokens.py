@@ -89,3 +89,23 @@ def test_copy_initialisation_keeps_tokens_distinct():
     tokens = SoftTokens(4, 8, init_tokens=bos, init_std=0.02)
     assert torch.allclose(tokens.sets.mean(), torch.tensor(1.0), atol=0.05)
     assert tokens.sets[0].std(0).min() > 0  # identical copies would stay identical forever
+
+
+def test_per_block_time_table_adds_each_blocks_own_row_and_round_trips(tmp_path):
+    from agsm.token_file import save_tokens, read_tokens, tokens_from_file
+
+    tokens = SoftTokens(6, 5, num_sets=2, num_buckets=10, time_groups=3, time_init_std=0.02)
+    assert tokens.time_table.shape == (10, 3, 5) and tokens.time_table.abs().sum() > 0
+    t = torch.tensor([0.0, 999.0])
+    out = tokens(torch.tensor([0, 1]), t)
+    for group in range(3):
+        for j in range(2):
+            k = 2 * group + j
+            torch.testing.assert_close(out[0, k], tokens.sets[0, k] + tokens.time_table[0, group])
+            torch.testing.assert_close(out[1, k], tokens.sets[1, k] + tokens.time_table[9, group])
+    info = {"family": "mmdit", "architecture": "sd3", "token_width": 5, "num_train_timesteps": 1000}
+    save_tokens(tmp_path / "t.safetensors", tokens, info, {"blocks": "3"}, "agsm", {}, 1)
+    back = tokens_from_file(*read_tokens(tmp_path / "t.safetensors"))
+    torch.testing.assert_close(back(torch.tensor([0, 1]), t), out.detach())
+    with pytest.raises(ValueError, match="time_groups"):
+        SoftTokens(6, 5, time_groups=4)

@@ -60,6 +60,10 @@ class TokenConfig:
     init: str = "normal"         # normal(0, init_std), or empty_prompt: the empty prompt's BOS + normal offset
     init_std: float = 0.02
     num_buckets: int = 100
+    # MM-DiT: one time table shared by all blocks' tokens, or one per block (public SD3 code), and its start:
+    # zeros, or normal(0, time_init_std) (public code 0.02).
+    time_table: str = "shared"
+    time_init_std: float = 0.0
 
     def __post_init__(self):
         _check(self.num_tokens >= 1, f"tokens.num_tokens {self.num_tokens} must be >= 1")
@@ -68,6 +72,9 @@ class TokenConfig:
         _check(bool(self.stages) and set(self.stages) <= {"down", "mid", "up"},
                f"tokens.stages {self.stages} must be a non-empty subset of ['down', 'mid', 'up']")
         _check(self.blocks >= 1, f"tokens.blocks {self.blocks} must be >= 1")
+        _check(self.time_table in ("shared", "per_block"),
+               f"tokens.time_table {self.time_table!r} is not one of 'shared', 'per_block'")
+        _check(self.time_init_std >= 0, f"tokens.time_init_std {self.time_init_std} must be >= 0")
 
 
 @dataclass
@@ -77,6 +84,9 @@ class MethodConfig:
     gamma_pos: float = 1.0
     gamma_neg: float = 1.0
     temperature: float = 0.1     # Plackett-Luce softmax temperature (public code value)
+    # Where the implicit reward's error is measured (beyond the paper): in the model's target space (paper, code),
+    # or in v-space, where an eps model's reward gaps no longer vanish at large t (docs/study.md, item 1).
+    reward_space: str = "target"
     shared_tokens: bool = False  # ablation: psi+ and psi- are one tensor
     bradley_terry: bool = False  # ablation: one negative per image (K = 2)
     ema_decay: float = 0.9999
@@ -106,6 +116,8 @@ class MethodConfig:
         _check(self.ema_at in ("auto", "x_t", "previous_step"),
                f"method.ema_at {self.ema_at!r} is not one of 'auto', 'x_t', 'previous_step'")
         _check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
+        _check(self.reward_space in ("target", "velocity"),
+               f"method.reward_space {self.reward_space!r} is not one of 'target', 'velocity'")
         _check(self.ema_init in ("copy", "independent"),
                f"method.ema_init {self.ema_init!r} is not one of 'copy', 'independent'")
         _check(0.0 <= self.hard_negatives <= 1.0, f"method.hard_negatives {self.hard_negatives} must be in [0, 1]")
@@ -168,6 +180,17 @@ def _section_types() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
+def _as_declared(cls, name: str, value):
+    """YAML 1.1 reads '1e-5' as a string; a float option takes it as the number it is."""
+    declared = next(f.type for f in dataclasses.fields(cls) if f.name == name)
+    if isinstance(value, str) and str(declared).startswith("float"):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"option {name} = {value!r} is not a number") from None
+    return value
+
+
 def from_dict(raw: dict) -> Config:
     sections = _section_types()
     unknown = sorted(set(raw) - set(sections))
@@ -178,7 +201,7 @@ def from_dict(raw: dict) -> Config:
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - valid)
         _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
-        built[name] = cls(**values)
+        built[name] = cls(**{k: _as_declared(cls, k, v) for k, v in values.items()})
     return Config(**built)
 
 

@@ -1,6 +1,6 @@
 """`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for.
 
-Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D]. Metadata (strings):
+Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (or [buckets, blocks, D]). Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
 num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step.
@@ -65,7 +65,8 @@ def tokens_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> 
     sets = [tensors["psi_pos"]] + ([tensors["psi_neg"]] if "psi_neg" in tensors else [])
     table = tensors["time_table"]
     tokens = SoftTokens(sets[0].shape[0], sets[0].shape[1], num_sets=len(sets), num_buckets=table.shape[0],
-                        num_train_timesteps=int(meta.get("num_train_timesteps", 1000)))
+                        num_train_timesteps=int(meta.get("num_train_timesteps", 1000)),
+                        time_groups=table.shape[1] if table.ndim == 3 else 1)
     with torch.no_grad():
         tokens.sets.copy_(torch.stack(sets))
         tokens.time_table.copy_(table)

@@ -61,9 +61,14 @@ def make_tokens(config: Config, backbone) -> SoftTokens:
         if backbone.family == "mmdit":  # MM-DiT tokens live after the context embedder
             embeds = backbone.context_width_tokens(embeds)
         init = embeds[0, 0].float().cpu()  # the BOS position of the empty prompt
+    per_block = config.tokens.time_table == "per_block"
+    if per_block and backbone.family != "mmdit":
+        raise ValueError("tokens.time_table per_block applies to MM-DiT (SD3) models, whose blocks each get their own "
+                         "tokens; UNet tokens are one set, so use 'shared'")
     return SoftTokens(count, backbone.token_width, num_sets=config.method.num_token_sets,
                       num_buckets=config.tokens.num_buckets, num_train_timesteps=backbone.num_train_timesteps,
-                      init_std=config.tokens.init_std, init_tokens=init)
+                      init_std=config.tokens.init_std, init_tokens=init,
+                      time_groups=config.tokens.blocks if per_block else 1, time_init_std=config.tokens.time_init_std)
 
 
 def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
@@ -74,7 +79,9 @@ def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
     else:
         ema = SoftTokens(tokens.num_tokens, tokens.width, num_sets=tokens.num_sets,
                          num_buckets=tokens.time_table.shape[0], num_train_timesteps=tokens.num_train_timesteps,
-                         init_std=config.tokens.init_std)
+                         init_std=config.tokens.init_std,
+                         time_groups=tokens.time_table.shape[1] if tokens.time_table.ndim == 3 else 1,
+                         time_init_std=config.tokens.time_init_std)
     return ema.requires_grad_(False)
 
 

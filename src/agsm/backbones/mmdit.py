@@ -62,6 +62,10 @@ class MMDiTBackbone(PipelineBackbone):
     def target(self, x0, eps, t):
         return flow_target(x0, eps)
 
+    def velocity_factor(self, t: torch.Tensor) -> torch.Tensor:
+        """[B] ones: the flow target eps - x0 already is the velocity."""
+        return torch.ones(t.shape, device=t.device)
+
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
         """x_t [B, C, h, w], t [B] in [0, 1000], cond with B entries -> the velocity [B, C, h, w]."""
         dtype = self.dtype

@@ -18,6 +18,11 @@ class Epsilon:
     def target(self, x0, eps, t, alphas_cumprod):
         return eps
 
+    def velocity_factor(self, t, alphas_cumprod):
+        """[B] 1 / abar_t: at a fixed x_t, v = (eps - sqrt(1 - abar) x_t) / sqrt(abar), so a v error is an eps error
+        over sqrt(abar_t), and its square is the eps error's square over abar_t."""
+        return 1.0 / alphas_cumprod.to(t.device)[t.long()]
+
 
 class VPrediction:
     """The model predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022)."""
@@ -27,6 +32,9 @@ class VPrediction:
     def target(self, x0, eps, t, alphas_cumprod):
         abar = _per_sample(alphas_cumprod, t, x0)
         return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+    def velocity_factor(self, t, alphas_cumprod):
+        return torch.ones(t.shape, device=t.device)
 
 
 PARAMETERIZATIONS = {p.name: p for p in (Epsilon(), VPrediction())}

@@ -52,6 +52,10 @@ class UNetBackbone(PipelineBackbone):
     def target(self, x0, eps, t):
         return self.param.target(x0, eps, t, self.alphas_cumprod)
 
+    def velocity_factor(self, t: torch.Tensor) -> torch.Tensor:
+        """[B]: the squared error of a prediction in v-space over that in this model's target space, at t."""
+        return self.param.velocity_factor(t, self.alphas_cumprod).float()
+
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
         """x_t [B, C, h, w], t [B], cond with B entries -> the UNet's prediction [B, C, h, w]."""
         dtype = self.dtype

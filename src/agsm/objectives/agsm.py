@@ -10,16 +10,21 @@ from .pairs import PairBatch, draw_noise, per_pair_mse, tile
 
 
 def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tensor, gamma_pos: float,
-                 gamma_neg: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 gamma_neg: float, temperature: float,
+                 reward_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Shifted regression targets [B, K, ...] and Plackett-Luce weights [B, K].
 
     r_ik = -mean (e_ik - y_i)^2 (step 3); w_ik = softmax_k(r_ik / T) (step 4);
     D_ik = e_ik - sum_j w_ij e_ij (step 5); targets y_i + gamma_pos D_ii, y_i - gamma_neg D_ik (step 6).
+    reward_scale [B] (optional, beyond the paper) multiplies each image's rewards: the paper's time factor A(t)
+    is 1; method.reward_space velocity measures the error in v-space instead, 1 / abar_t for eps models.
     """
     b, k = ema_pred.shape[:2]
     ema = ema_pred.float()
     y = y.float()[:, None]  # [B, 1, ...]
     rewards = -(ema - y).pow(2).reshape(b, k, -1).mean(-1)  # [B, K]
+    if reward_scale is not None:
+        rewards = rewards * reward_scale.float().reshape(b, 1)
     weights = torch.softmax(rewards / temperature, dim=1)
     w = weights.reshape(b, k, *([1] * (ema.ndim - 2)))
     direction = ema - (w * ema).sum(1, keepdim=True)  # [B, K, ...]
@@ -55,8 +60,9 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
     with torch.no_grad():
         x_ema, t_ema = ema_point(denoiser, x0, eps, x_t, t, config)
         ema_pred = denoiser(*tile(batch, x_ema, t_ema), ema=True).reshape(b, k, *x0.shape[1:])
+    scale = denoiser.backbone.velocity_factor(t_ema) if config.reward_space == "velocity" else None
     targets, weights = agsm_targets(y, ema_pred, batch.pos_index.to(x0.device), config.gamma_pos,
-                                    config.gamma_neg, config.temperature)
+                                    config.gamma_neg, config.temperature, scale)
 
     positive = batch.positive_mask().to(x0.device)
     rows = positive if config.gamma_neg == 0 else torch.ones_like(positive)  # pairs whose loss we need

@@ -29,6 +29,8 @@ from .quality import image_quality
 
 DEV_SUITE_SEED = 7
 TRAIN_SET = {"n": 2000, "seed": 1}  # the demo's training set
+# The DSM control: AGSM's tokens and placement, trained with the plain denoising loss on the same data.
+DSM_CONTROL = {b: {"method": {"name": "dsm"}, "tokens": dict(METHODS[b]["agsm"]["tokens"])} for b in METHODS}
 
 
 def prompt_file(which: str, root: Path) -> Path:
@@ -48,7 +50,7 @@ def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, ou
                  "data": {"path": str(data), "cache_dir": str(out.parent.parent / "cache")},
                  "train": {"output_dir": str(out), "steps": steps, "images_per_step": 4, "lr": 1e-3, "seed": seed,
                            "checkpoint_every": max(steps // 2, 1), "restart_every": steps, "log_every": 25},
-                 **{k: dict(v) for k, v in METHODS[backbone][method].items()}}
+                 **{k: dict(v) for k, v in METHODS[backbone].get(method, DSM_CONTROL[backbone]).items()}}
     overrides["method"]["ema_decay"] = 0.995
     for section, values in extra.items():
         overrides.setdefault(section, {}).update(values)
@@ -56,10 +58,10 @@ def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, ou
 
 
 def evaluate(backbone: str, tokens, out: Path, prompts: Path, tag: str, images_per_prompt: int, per_category,
-             guidance=None, pipe=None) -> dict:
+             guidance=None, pipe=None, uncond_tokens: str = "positive") -> dict:
     result = evaluate_shapes(BACKBONES[backbone], out / f"grids-{tag}", tokens=tokens, prompts=prompts,
                              images_per_prompt=images_per_prompt, per_category=per_category, pipe=pipe,
-                             keep_images=True, guidance=guidance)
+                             keep_images=True, guidance=guidance, uncond_tokens=uncond_tokens)
     images = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in result.pop("images")])
     result["quality"] = image_quality(images, result["verdicts"])
     np.savez_compressed(out / f"images-{tag}.npz", images=images)
@@ -79,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-category", type=int, default=None)
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
+                        help="tokens in the unconditional branch at sampling (tag suffix -u<choice> unless positive)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate existing token files, never train")
     parser.add_argument("--out", default="runs/study")
     args = parser.parse_args(argv)
 
@@ -87,12 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     tag = args.prompts if args.prompts in ("dev", "test") else prompts.stem
     if args.guidance is not None:
         tag += f"-g{args.guidance:g}"
+    if args.uncond_tokens != "positive":
+        tag += f"-u{args.uncond_tokens}"
     pipe = load_pipeline(BACKBONES[args.backbone])
     if args.name == "base":
         out = root / args.backbone / "base"
         out.mkdir(parents=True, exist_ok=True)
         r = evaluate(args.backbone, None, out, prompts, tag, args.images_per_prompt, args.per_category,
-                     args.guidance, pipe)
+                     args.guidance, pipe)  # no tokens: the unconditional-branch choice does not apply
         print(f"base {tag}: mean {r['mean']:.3f}")
         return
     data = write_training_set(root / "data-2000", **TRAIN_SET) if not (root / "data-2000" / "metadata.jsonl").exists() \
@@ -103,9 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         out = root / args.backbone / args.name / f"seed{seed}"
         token_file = out / "soft_tokens.safetensors"
         if not token_file.exists():
+            if args.eval_only:
+                raise SystemExit(f"--eval-only: {token_file} does not exist; train the arm first")
             train(arm_config(args.backbone, args.method, seed, args.steps, data, out, extra))
         r = evaluate(args.backbone, token_file, out, prompts, tag, args.images_per_prompt, args.per_category,
-                     args.guidance, pipe)
+                     args.guidance, pipe, args.uncond_tokens)
         remove_soft_tokens(pipe)
         print(f"{args.name} seed {seed} {tag}: mean {r['mean']:.3f}", flush=True)
 

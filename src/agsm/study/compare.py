@@ -65,7 +65,8 @@ def summarise_arm(runs, base) -> dict:
 
 def compare(root: Path, backbone: str, tag: str) -> dict:
     folder = root / backbone
-    base = load_arm(folder / "base", tag)
+    # The base has no tokens, so a tag that only changes where tokens go (-u<choice>) shares the base's images.
+    base = load_arm(folder / "base", tag.split("-u")[0])
     if not base:
         raise FileNotFoundError(f"no base evaluation {folder / 'base' / f'eval-{tag}.json'}; run "
                                 f"`python -m agsm.study.arms --backbone {backbone} --name base --prompts {tag}` first")

@@ -10,20 +10,27 @@ POSITIVE, NEGATIVE = 0, 1
 
 
 class SoftTokens(nn.Module):
-    """psi+ / psi- token sets [S, N, D] and a time table [buckets, D] added per sample by timestep."""
+    """psi+ / psi- token sets [S, N, D] and a time table [buckets, D] (or [buckets, G, D], one per group of N / G
+    tokens) added per sample by timestep."""
 
     def __init__(self, num_tokens: int, width: int, num_sets: int = 2, num_buckets: int = 100,
-                 num_train_timesteps: int = 1000, init_std: float = 0.02, init_tokens: torch.Tensor | None = None):
+                 num_train_timesteps: int = 1000, init_std: float = 0.02, init_tokens: torch.Tensor | None = None,
+                 time_groups: int = 1, time_init_std: float = 0.0):
         super().__init__()
         if num_tokens < 1 or num_sets not in (1, 2) or num_buckets < 1:
             raise ValueError(f"soft tokens need num_tokens >= 1 (got {num_tokens}), num_sets 1 or 2 "
                              f"(got {num_sets}) and num_buckets >= 1 (got {num_buckets})")
+        if time_groups < 1 or num_tokens % time_groups:
+            raise ValueError(f"time_groups {time_groups} must divide num_tokens {num_tokens} (one time table per "
+                             "group of tokens, e.g. per MM-DiT block)")
         sets = torch.randn(num_sets, num_tokens, width) * init_std
         if init_tokens is not None:  # e.g. the empty prompt's BOS embedding; the random offset breaks symmetry
             sets = sets + init_tokens.reshape(1, -1, width).expand_as(sets)
         self.sets = nn.Parameter(sets)
-        # Zero start: the time table is a correction on top of the tokens, not a second initialisation.
-        self.time_table = nn.Parameter(torch.zeros(num_buckets, width))
+        # Zero start by default: the time table is a correction on top of the tokens, not a second initialisation.
+        # The public SD3 code keeps one table per block ([buckets, groups, D]) drawn from normal(0, 0.02).
+        shape = (num_buckets, width) if time_groups == 1 else (num_buckets, time_groups, width)
+        self.time_table = nn.Parameter(torch.randn(shape) * time_init_std)
         self.num_train_timesteps = num_train_timesteps
 
     @property
@@ -49,4 +56,7 @@ class SoftTokens(nn.Module):
         With a single set (SoftREPA, the shared-token ablation) every sample uses it.
         """
         chosen = self.sets[set_index.clamp(max=self.num_sets - 1)]  # [B, N, D]
-        return chosen + self.time_table[self.bucket(t)][:, None, :]
+        table = self.time_table[self.bucket(t)]  # [B, D], or [B, G, D] with one table per group of tokens
+        if table.ndim == 2:
+            return chosen + table[:, None, :]
+        return chosen + table.repeat_interleave(self.num_tokens // table.shape[1], dim=1)
