@@ -30,8 +30,10 @@ def test_fast_demo_writes_the_report(tmp_path):
 
     main(["--fast", "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
-    for text in ("base", "softrepa", "agsm", "sd15", "sd3", "single_object", "over-count"):
+    for text in ("base", "softrepa", "agsm", "sd15", "sd3", "single_object", "over-count", "(n=1)",
+                 "training seed", "docs/study.md"):
         assert text in report
+    assert "± 0.000" not in report  # one seed has no spread to show, not a spread of zero
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == 2 * len(BACKBONES)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == set(BACKBONES)

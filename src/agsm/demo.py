@@ -39,6 +39,12 @@ BUDGETS = {
     "fast": {name: {"train_images": 32, "steps": 4, "seeds": (0,), "per_category": 2, "images_per_prompt": 1}
              for name in BACKBONES},
 }
+# What the study measured over training seeds for these recipes (docs/study.md), shown beside the demo's numbers.
+STUDY_SPREAD = {
+    "sd15": "the ShapesWorld study (docs/study.md) trained each recipe with 3 training seeds: the spread of the "
+            "suite mean over training seeds was 0.002-0.007.",
+    "sd3": "the ShapesWorld study (docs/study.md) has the training-seed spread of these recipes at 1,000 steps.",
+}
 # Each method with its published token placement and settings per backbone (METHOD.md); one shared budget
 # (steps, batch, lr, EMA) for both methods of a backbone.
 METHODS = {
@@ -104,7 +110,9 @@ def run_backbone(backbone: str, budget: dict, out: Path) -> tuple[Section, dict,
     intro = (f"Base model: {model.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
              f"{budget['steps']} steps x 4 images x 4 captions on {budget['train_images']} ShapesWorld images. "
              f"Suite: {len(runs['base'][0]['verdicts'])} images per seed ({budget['images_per_prompt']} per prompt), "
-             f"seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}. "
+             f"evaluation seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}. "
+             f"One training seed per method: the ± is the spread over evaluation seeds; "
+             f"{STUDY_SPREAD[backbone]} "
              f"{minutes:.1f} min (training {(trained - started) / 60:.1f} min).")
     section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"),
                       side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png"))

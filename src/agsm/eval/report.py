@@ -88,7 +88,7 @@ class Section:
 def write_report(out: Path, title: str, intro: str, sections: list[Section], notes: str) -> None:
     md, body = [f"# {title}", "", intro, ""], [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     for sec in sections:
-        heading = f"{sec.title}: accuracy on the ShapesWorld suite (mean ± std over seeds)"
+        heading = f"{sec.title}: accuracy on the ShapesWorld suite (mean ± std over evaluation seeds)"
         columns = "Columns: " + ", ".join(sec.table) + ". Frames: green = judged correct, red = wrong."
         md += [f"## {heading}", "", sec.intro, "", markdown_table(sec.table), "",
                f"![accuracy per category]({sec.chart.relative_to(out)})", "", f"### {sec.title}: same prompts, same seeds",

@@ -160,10 +160,9 @@ def plot(result: dict, path: Path) -> Path:
                 title="all categories, by kind of negative")
     axes[0].legend(fontsize=7, ncols=3)
     for category, kinds in result["table"].items():
-        best = [kinds[k]["by_t"][str(t)] for t in ts for k in ("count", "relation", "color", "shape") if k in kinds]
-        hard = [k for k in ("count", "relation", "color", "shape") if k in kinds]
-        per_t = [_mean([kinds[k]["by_t"][str(t)] for k in hard]) for t in ts]
-        if best:
+        one_attribute = [k for k in KINDS if k in kinds]
+        if one_attribute:
+            per_t = [_mean([kinds[k]["by_t"][str(t)] for k in one_attribute]) for t in ts]
             axes[1].plot(ts, per_t, marker=".", label=category)
     axes[1].axhline(0.5, color="gray", lw=0.8, ls="--")
     axes[1].set(xlabel="timestep t", ylim=(0.3, 1.02), title="one-attribute negatives, by category")
