@@ -53,6 +53,8 @@ for arm in base agsm agsm-hard67 softrepa dsm; do sd15 --name $arm --eval-only -
 for arm in base agsm agsm-hard67 softrepa; do sd3 --name $arm --eval-only --prompts test; done
 
 for m in sd15 sd3; do
-  for tag in dev test; do $PY -m agsm.study.compare --backbone $m --prompts $tag --out docs/study/$m-$tag; done
+  for tag in dev test; do
+    $PY -m agsm.study.compare --backbone $m --prompts $tag --out docs/study/$m-$tag --grid-arms agsm dsm softrepa
+  done
 done
 for g in 3 9; do $PY -m agsm.study.compare --backbone sd15 --prompts dev-g$g --out docs/study/sd15-dev-g$g; done

@@ -110,12 +110,35 @@ def pareto(arms: dict, path: Path, title: str) -> Path:
     return path
 
 
+def same_seed_grid(root: Path, backbone: str, tag: str, arms: list[str], path: Path, per_category: int = 3) -> Path:
+    """Rows: the first prompts of each category; columns: base and each arm's training seed 0, same image seed."""
+    from PIL import Image
+
+    from ..eval.grids import framed, grid
+
+    columns = {"base": load_arm(root / backbone / "base", tag.split("-u")[0])[0]}
+    for arm in arms:
+        runs = load_arm(root / backbone / arm / "seed0", tag)
+        if runs:
+            columns[arm] = runs[0]
+    verdicts = columns["base"][0]["verdicts"]
+    rows, labels = [], []
+    for category in CATEGORIES:
+        for i in [i for i, v in enumerate(verdicts) if v["category"] == category][:per_category]:
+            rows.append([framed(Image.fromarray(images[i]), result["verdicts"][i]["correct"])
+                         for result, images in columns.values()])
+            labels.append(verdicts[i]["prompt"])
+    grid(rows, labels, label_width=260, headers=list(columns)).save(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/study")
     parser.add_argument("--backbone", default="sd15")
     parser.add_argument("--prompts", default="dev", help="the eval tag: dev, test, or dev-g<guidance> ...")
     parser.add_argument("--arms", nargs="*", help="only these arms (and base), in this order")
+    parser.add_argument("--grid-arms", nargs="*", default=[], help="arms for a same-seed image grid (seed 0)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     arms = compare(Path(args.root), args.backbone, args.prompts)
@@ -129,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "compare.json").write_text(json.dumps(arms, indent=2))
     (out / "compare.md").write_text(markdown(arms) + "\n")
     pareto(arms, out / "pareto.png", f"{args.backbone}, {args.prompts} prompts")
+    if args.grid_arms:
+        same_seed_grid(Path(args.root), args.backbone, args.prompts, args.grid_arms, out / "same_seed.png")
     print(markdown(arms))
 
 
