@@ -36,7 +36,7 @@ def test_quality_of_clean_renders_and_of_a_smear():
 
 def _write_run(folder, correct, images, mean):
     folder.mkdir(parents=True, exist_ok=True)
-    verdicts = [{"correct": c, "category": "counting"} for c in correct]
+    verdicts = [{"correct": c, "category": "counting", "prompt": f"{i + 2} circles"} for i, c in enumerate(correct)]
     result = {"accuracy": {c: mean for c in compare.CATEGORIES}, "mean": mean, "overcount_rate": 0.1,
               "verdicts": verdicts, "quality": {"clean_rate": 1.0, "background_noise": 0.0}}
     (folder / "eval-dev.json").write_text(json.dumps(result))
@@ -63,3 +63,7 @@ def test_compare_reports_spread_over_training_seeds_and_effect_against_base(tmp_
     assert "0.700 ± 0.141" in table and "0.500 |" in table
     compare.pareto(arms, tmp_path / "p.png", "t")
     assert (tmp_path / "p.png").stat().st_size > 1000
+    from PIL import Image
+
+    sheet = Image.open(compare.same_seed_grid(tmp_path, "sd15", "dev", ["arm"], tmp_path / "g.png"))
+    assert sheet.height > 4 * 16 and sheet.width > 2 * 16  # 3 counting rows under a header; base and arm
