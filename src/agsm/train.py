@@ -26,9 +26,9 @@ from .backbones.pipeline import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from .config import Config
 from .data import build_or_load_cache, read_coco, read_imagefolder
+from .data.perturb import distinct_perturbations
 from .denoiser import TokenDenoiser, update_ema
 from .objectives import STEPS, PairBatch
-from .data.perturb import perturb_caption
 from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
 from .token_file import FILE_NAME, save_tokens
 from .tokens import SoftTokens, install_tokens, placement_for
@@ -119,16 +119,11 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
             raise ValueError("method.hard_negatives needs the backbone to encode perturbed captions; pass encoder=")
         rng = random.Random(int(torch.randint(2**31 - 1, (1,), generator=generator)))
         texts, columns = [], []
+        kinds = tuple(method.hard_negative_kinds)
         for caption_id in caption_ids.tolist():
-            distinct: list[str] = []
-            for _ in range(4 * per_image):  # a few tries for distinct ones; short captions have few perturbations
-                changed = perturb_caption(dataset.captions[caption_id], rng, tuple(method.hard_negative_kinds))
-                if changed is not None and changed[0] not in distinct:
-                    distinct.append(changed[0])
-                if len(distinct) == per_image:
-                    break
-            columns.append([len(cond) + len(texts) + j for j in range(len(distinct))])
-            texts.extend(distinct)
+            mine = distinct_perturbations(dataset.captions[caption_id], per_image, rng, kinds)
+            columns.append([len(cond) + len(texts) + j for j in range(len(mine))])  # their columns in the pool
+            texts.extend(mine)
         if texts:
             with torch.no_grad():
                 extra = encoder.encode_text(texts).to(device=device, dtype=cond.embeds.dtype)

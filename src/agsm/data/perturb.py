@@ -123,6 +123,18 @@ def perturb_caption(caption: str, rng: random.Random, kinds=KINDS):
     return perturb_shapes(caption, rng, kinds) or perturb_text(caption, rng, kinds)
 
 
+def distinct_perturbations(caption: str, n: int, rng: random.Random, kinds=KINDS) -> list[str]:
+    """Up to n different one-attribute perturbations of `caption` (fewer where the caption has fewer)."""
+    found: list[str] = []
+    for _ in range(4 * n):  # a few tries: short captions ("a circle") have only a handful of perturbations
+        changed = perturb_caption(caption, rng, kinds)
+        if changed is not None and changed[0] not in found:
+            found.append(changed[0])
+        if len(found) == n:
+            break
+    return found
+
+
 def _same_case(original: str, word: str) -> str:
     """Keep a leading capital and trailing punctuation of the word being replaced."""
     core = re.match(r"^([A-Za-z]*)(.*)$", original)
