@@ -1,6 +1,7 @@
 """`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for.
 
-Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (or [buckets, blocks, D]). Metadata (strings):
+Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (per block: [buckets, blocks, D]).
+Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
 num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step.
