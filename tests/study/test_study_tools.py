@@ -4,12 +4,13 @@ import json
 import numpy as np
 import pytest
 
+from agsm.demo import BACKBONES
 from agsm.shapes.render import render
 from agsm.shapes.scenes import sample_many
 from agsm.study import compare, quality
 from agsm.study.signal import NEGATIVES, measure
 
-SD15_TINY = "src/agsm/shapes/models/sd15-tiny"
+SD15_TINY = BACKBONES["sd15"]
 
 
 @pytest.mark.slow
