@@ -50,7 +50,9 @@ sd3 --prompts dev --name agsm --seeds 0 1
 sd3 --prompts dev --name softrepa --seeds 0 1 --method softrepa
 sd3 --prompts dev --name agsm-hard67 --seeds 0 --set method.hard_negatives=0.67
 sd3 --prompts dev --name dsm --seeds 0 --method dsm
-sd3 --prompts dev --name agsm-official --seeds 0 1 --set method.ema_at=x_t tokens.time_table=per_block \
+sd3 --prompts dev --name softrepa-lrcycle --seeds 0 --method softrepa --set train.min_lr=1e-5 train.restart_every=10000 \
+    tokens.time_table=per_block tokens.time_init_std=0.02
+sd3 --prompts dev --name agsm-official --seeds 0 1 2 --set method.ema_at=x_t tokens.time_table=per_block \
     tokens.time_init_std=0.02 method.ema_init=independent method.ema_decay=0.9999 train.min_lr=1e-5 train.restart_every=10000
 
 # Reporting on the shipped suite, no retraining.
@@ -60,6 +62,7 @@ sd3 --prompts test --name base
 sd3 --prompts test --name agsm --eval-only --seeds 0 1
 sd3 --prompts test --name dsm --eval-only --seeds 0
 sd3 --prompts test --name softrepa --eval-only --seeds 0 1
-sd3 --prompts test --name agsm-official --eval-only --seeds 0 1
+sd3 --prompts test --name agsm-official --eval-only --seeds 0 1 2
+sd3 --prompts test --name softrepa-lrcycle --eval-only --seeds 0
 
 bash scripts/study_tables.sh

@@ -13,6 +13,6 @@ cmp --backbone sd15 --prompts dev --out docs/study/sd15-dev-ablations \
 for g in 3 9; do cmp --backbone sd15 --prompts dev-g$g --out docs/study/sd15-dev-g$g --arms agsm agsm-hard67; done
 cmp --backbone sd15 --prompts test --out docs/study/sd15-test \
     --arms agsm dsm softrepa agsm-official dsm-official agsm-hard67 --grid-arms agsm dsm softrepa
-cmp --backbone sd3 --prompts dev --out docs/study/sd3-dev --arms agsm agsm-official agsm-hard67 dsm softrepa \
+cmp --backbone sd3 --prompts dev --out docs/study/sd3-dev --arms agsm agsm-official agsm-hard67 dsm softrepa softrepa-lrcycle \
     --grid-arms agsm dsm softrepa
-cmp --backbone sd3 --prompts test --out docs/study/sd3-test --arms agsm agsm-official dsm softrepa
+cmp --backbone sd3 --prompts test --out docs/study/sd3-test --arms agsm agsm-official dsm softrepa softrepa-lrcycle
