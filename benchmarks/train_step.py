@@ -31,14 +31,13 @@ CAPTIONS = ["a red circle", "two blue squares", "a green triangle above a yellow
 
 
 def build(model: str, device: str):
-    from agsm.architectures import sd3_architecture_pipeline, sd15_architecture_pipeline
+    from agsm.architectures import sd3_full_pipeline, sd15_full_pipeline, tiny_sd15_pipeline
     from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
-    from agsm.tiny import tiny_sd15_pipeline
 
     if model == "sd3":
-        return MMDiTBackbone(sd3_architecture_pipeline().to(device))
-    pipe = tiny_sd15_pipeline() if model == "tiny" else sd15_architecture_pipeline()
+        return MMDiTBackbone(sd3_full_pipeline().to(device))
+    pipe = tiny_sd15_pipeline() if model == "tiny" else sd15_full_pipeline()
     return UNetBackbone(pipe.to(device))
 
 

@@ -11,16 +11,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 
 # 1. probe: 300 steps at the real settings; the rate between the checkpoints at 150 and 300 sizes the real run
-python3 -m agsm.shapes.pretrain_sd3 --out /tmp/probe --work /tmp/probe-work --steps 300 --device cuda --batch 256 \
-    --bf16 --checkpoint-every 150 --log-every 150 2>&1 | tr '\r' '\n' | grep -v "it/s" | tee "$OUT/probe.log"
+python3 -m agsm.shapes.pretrain --arch sd3 --out /tmp/probe --work /tmp/probe-work --steps 300 --device cuda \
+    --batch 256 --bf16 --checkpoint-every 150 --log-every 150 2>&1 | tr '\r' '\n' | grep -v "it/s" | tee "$OUT/probe.log"
 RATE=$(grep -o "[0-9.]* s/step" "$OUT/probe.log" | tail -1 | cut -d' ' -f1)
 [ -n "$RATE" ] || { echo "no s/step in the probe log"; exit 1; }
 STEPS=$(python3 -c "print(max(2000, min(40000, int($BUDGET / $RATE) // 1000 * 1000)))")
 echo "probe: $RATE s/step -> $STEPS steps"
 
 # 2. the model
-python3 -m agsm.shapes.pretrain_sd3 --out /tmp/sd3-tiny --work /tmp/sd3-work --steps "$STEPS" --seed 0 --device cuda \
-    --batch 256 --bf16 --checkpoint-every 500 --log-every 500 2>&1 | tr '\r' '\n' | grep -v "it/s" | tee "$OUT/train.log"
+python3 -m agsm.shapes.pretrain --arch sd3 --out /tmp/sd3-tiny --work /tmp/sd3-work --steps "$STEPS" --seed 0 \
+    --device cuda --batch 256 --bf16 --checkpoint-every 500 --log-every 500 2>&1 | tr '\r' '\n' | grep -v "it/s" | tee "$OUT/train.log"
 tar -C /tmp -czf "$OUT/sd3-tiny.tgz" sd3-tiny  # gzip: the plain tar (17.5 MB) is over the 16 MB a file may bring back
 
 # 3. benchmarks at real scale (random weights), whatever time is left

@@ -65,4 +65,15 @@ sd3 --prompts test --name softrepa --eval-only --seeds 0 1
 sd3 --prompts test --name agsm-official --eval-only --seeds 0 1 2
 sd3 --prompts test --name softrepa-lrcycle --eval-only --seeds 0
 
+# Item 2: a candidate sd15 base (continued pretraining with restated captions), judged by its own properties only.
+$PY -m agsm.shapes.pretrain --out runs/models/sd15-tiny-restated --work runs/pretrain-sd15-restated --steps-unet 6000 \
+    --seed 2 --init-from src/agsm/shapes/models/sd15-tiny --lr-unet 0.0004 --position-repeats 2 --restate-share 0.5 \
+    --checkpoint-every 250
+$PY -m agsm.study.signal --model runs/models/sd15-tiny-restated --out docs/study/signal-sd15-restated --per-category 40 --draws 2
+for p in dev test; do
+  $PY -m agsm.study.arms --backbone sd15 --model runs/models/sd15-tiny-restated --out runs/study-restated --prompts $p --name base
+done
+$PY -m agsm.study.order_bias runs/study/sd15/base/eval-test.json runs/study-restated/sd15/base/eval-test.json \
+    runs/study/sd3/base/eval-test.json
+
 bash scripts/study_tables.sh

@@ -1,5 +1,6 @@
 """The `agsm` command: config handling, sampling, and the errors a user sees for bad input."""
 import json
+import re
 
 import pytest
 
@@ -28,20 +29,29 @@ def test_token_sets_follow_the_method():
     assert load_config(None, ["--method.name", "softrepa"]).method.num_token_sets == 1
 
 
+def fails_with(capsys, argv, pattern):
+    """`agsm ARGV` exits with status 2 and one line `agsm <command>: ...` matching pattern, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert re.search(pattern, err) and "Traceback" not in err, err
+    return err
+
+
 def _train_args(model, data, tmp_path):
     return ["train", "--model.path", str(model), "--data.path", str(data), "--train.output_dir",
             str(tmp_path / "run"), "--train.steps", "2"]
 
 
-def test_missing_image_is_an_error_naming_the_line(sd15_dir, tmp_path):
+def test_missing_image_is_an_error_naming_the_line(sd15_dir, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     (data / "metadata.jsonl").write_text(json.dumps({"file_name": "gone.png", "text": "a red circle"}) + "\n")
-    with pytest.raises(SystemExit, match=r"metadata.jsonl line 1.*gone.png"):
-        main(_train_args(sd15_dir, data, tmp_path))
+    fails_with(capsys, _train_args(sd15_dir, data, tmp_path), r"agsm train: .*metadata.jsonl line 1.*gone.png")
 
 
-def test_empty_caption_is_an_error_naming_the_line(sd15_dir, image_folder, tmp_path):
+def test_empty_caption_is_an_error_naming_the_line(sd15_dir, image_folder, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     lines = (image_folder / "metadata.jsonl").read_text().splitlines()[:3]
@@ -50,8 +60,7 @@ def test_empty_caption_is_an_error_naming_the_line(sd15_dir, image_folder, tmp_p
     for line in (lines[0], json.dumps(entry), lines[2]):
         name = json.loads(line)["file_name"]
         (data / name).write_bytes((image_folder / name).read_bytes())
-    with pytest.raises(SystemExit, match=r"line 2: empty caption"):
-        main(_train_args(sd15_dir, data, tmp_path))
+    fails_with(capsys, _train_args(sd15_dir, data, tmp_path), r"line 2: empty caption")
 
 
 def test_sample_writes_images_and_record(sd15_dir, tmp_path):
@@ -65,24 +74,22 @@ def test_sample_writes_images_and_record(sd15_dir, tmp_path):
     assert all((tmp_path / "out" / i["file"]).is_file() for i in record["images"])
 
 
-def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir, tmp_path):
+def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir, tmp_path, capsys):
     from agsm.backbones.unet import UNetBackbone
-    from agsm.tiny import tiny_sdxl_pipeline
+    from agsm.architectures import tiny_sdxl_pipeline
     from agsm.token_file import save_tokens
     from agsm.tokens import SoftTokens
 
     save_tokens(tmp_path / "soft_tokens.safetensors", SoftTokens(4, 64), UNetBackbone(tiny_sdxl_pipeline()).describe(),
                 {"stages": "down"}, "agsm", {}, 1)
-    with pytest.raises(SystemExit, match="made for sdxl .* this model is sd15"):
-        main(["sample", "--model", str(sd15_dir), "--tokens", str(tmp_path), "--prompt", "a red circle",
-              "--out", str(tmp_path / "out"), "--steps", "2"])
+    fails_with(capsys, ["sample", "--model", str(sd15_dir), "--tokens", str(tmp_path), "--prompt", "a red circle",
+                        "--out", str(tmp_path / "out"), "--steps", "2"], "made for sdxl .* this model is sd15")
 
 
-def test_sample_needs_exactly_one_prompt_source(sd15_dir, tmp_path):
-    with pytest.raises(SystemExit, match="exactly one of --prompt"):
-        main(["sample", "--model", str(sd15_dir), "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="not a diffusers pipeline folder"):
-        main(["sample", "--model", str(tmp_path), "--prompt", "a cat", "--out", str(tmp_path)])
+def test_sample_needs_exactly_one_prompt_source(sd15_dir, tmp_path, capsys):
+    fails_with(capsys, ["sample", "--model", str(sd15_dir), "--out", str(tmp_path)], "exactly one of --prompt")
+    fails_with(capsys, ["sample", "--model", str(tmp_path), "--prompt", "a cat", "--out", str(tmp_path)],
+               "not a diffusers pipeline folder")
 
 
 def test_sd3_train_then_sample_with_and_without_tokens(sd3_dir, image_folder, tmp_path):

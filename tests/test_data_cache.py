@@ -175,3 +175,69 @@ def test_memory_mapped_reads_match_in_memory(tmp_path):
     torch.testing.assert_close(lazy.text(ids).pooled, full.text(ids).pooled)
     with pytest.raises(IndexError, match=r"\[0, 5\)"):
         lazy.latents(torch.tensor([5]))
+
+
+def _flip_bytes(path, count=1000):
+    """Damage a file in place, keeping its size: what a bad disk or a careless copy does."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + count] = bytes(255 - b for b in data[middle:middle + count])
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_shard_is_named_and_the_cache_rebuilt(tmp_path, caplog):
+    """1,000 flipped bytes in a latent shard used to reach training as NaN; now the hash in the index finds them."""
+    from agsm.data.errors import DamagedCacheError
+
+    records, root = _records(tmp_path), tmp_path / "cache"
+    first = _build(records, root)
+    expected = first.latents(torch.arange(5))
+    shard = first.folder / "latents-00000.safetensors"
+    _flip_bytes(shard)
+    with pytest.raises(DamagedCacheError, match=r"latents-00000.safetensors: its content changed .*delete that folder"):
+        EncodedDataset(first.folder)
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING, logger="agsm.data"):
+        again = _build(records, root, enc)
+    assert "latents-00000.safetensors" in caplog.text and "rebuilding it" in caplog.text
+    assert enc.image_calls == 3 and torch.equal(again.latents(torch.arange(5)), expected)
+    shard.write_bytes(shard.read_bytes()[:100])  # a truncated copy
+    with pytest.raises(DamagedCacheError, match=r"latents-00000.safetensors: 100 bytes, the index says \d+"):
+        EncodedDataset(first.folder)
+    (first.folder / "index.json").write_text("{not json")
+    with pytest.raises(DamagedCacheError, match=r"index.json cannot be read"):
+        EncodedDataset(first.folder)
+    assert _build(records, root).num_images == 5  # rebuilt once more
+
+
+def test_abandoned_temporary_builds_are_removed_at_the_next_build(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    records, root = _records(tmp_path), tmp_path / "cache"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in ((".abc.tmp-dead", int(dead.stdout)), (".abc.tmp-live", os.getpid())):
+        (root / name).mkdir(parents=True)
+        (root / name / ".builder.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    _build(records, root)
+    assert not (root / ".abc.tmp-dead").exists()  # its builder died: litter
+    assert (root / ".abc.tmp-live").exists()  # its builder (this process) may still be writing
+
+
+def test_captions_longer_than_the_text_encoder_reads_are_counted(tmp_path, sd15_dir, caplog):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(sd15_dir / "tokenizer")
+    enc = FakeEncoder()
+    enc.pipe = SimpleNamespace(tokenizer=tokenizer)  # what a real backbone exposes
+    records = _records(tmp_path, n=3)
+    records[1] = Record(records[1].path, ("a red circle " * 800,))  # ~10,000 characters
+    with caplog.at_level(logging.WARNING, logger="agsm.data"):
+        data = _build(records, tmp_path / "cache", enc)
+    limit = tokenizer.model_max_length
+    assert f"1 of 5 captions are longer than the text encoder's limit of {limit} tokens" in caplog.text
+    assert data.index["long_captions"]["count"] == 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from agsm.backbones.pipeline import load_backbone
+from agsm.backbones.factory import load_backbone
 from agsm.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.shapes.grammar import object_phrase

@@ -15,7 +15,7 @@ def _images(pipe, seed=0):
 
 
 def _fresh(path):
-    from agsm.backbones.pipeline import load_stock_pipeline
+    from agsm.backbones.base import load_stock_pipeline
 
     pipe = load_stock_pipeline(path)
     pipe.set_progress_bar_config(disable=True)

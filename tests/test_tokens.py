@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from agsm.backbones.unet import UNetBackbone
-from agsm.tiny import tiny_sd15_pipeline, tiny_sdxl_pipeline
+from agsm.architectures import tiny_sd15_pipeline, tiny_sdxl_pipeline
 from agsm.tokens import SoftTokens, UNetTokenInjector
 
 

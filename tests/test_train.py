@@ -1,4 +1,5 @@
 """Training end to end on tiny models: loss goes down, a killed run resumes exactly, two processes agree."""
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from agsm.backbones.pipeline import load_backbone
+from agsm.backbones.factory import load_backbone
+from agsm.checkpoint import latest_checkpoint
 from agsm.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.denoiser import TokenDenoiser
@@ -70,30 +72,47 @@ def _agsm_command(config_args):
     return [sys.executable, "-m", "agsm.cli", "train", *config_args]
 
 
+def _kill_when(proc, ready, what, timeout=240):
+    """SIGKILL proc as soon as ready() holds; fail if it ends (or time runs out) first."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"training ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.parametrize("model", ["sd15_dir", "sd3_dir"])
 def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp_path):
+    """kill -9 at several moments (between checkpoints; while writing one, as a torn .tmp folder; just after one),
+    resuming each time: the tokens are bit for bit those of the uninterrupted run."""
     args = ["--model.path", str(request.getfixturevalue(model)), "--data.path", str(image_folder), "--data.cache_dir",
-            str(tmp_path / "cache"), "--train.steps", "24", "--train.checkpoint_every", "6",
+            str(tmp_path / "cache"), "--train.steps", "24", "--train.checkpoint_every", "6", "--train.log_every", "4",
             "--method.ema_decay", "0.9", "--train.lr", "0.01"]
     reference = train(load_config(None, args + ["--train.output_dir", str(tmp_path / "straight")]))
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_agsm_command(args + ["--train.output_dir", str(out)]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "step-00000012").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "soft_tokens.safetensors").exists()
+    command = _agsm_command(args + ["--train.output_dir", str(out)])
+    logged = lambda: (out / "train_log.jsonl").read_text().count("\n") if (out / "train_log.jsonl").exists() else 0  # noqa: E731
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: logged() >= 2, "step 8 was logged")  # mid-interval, past the step-6 checkpoint
+    last = latest_checkpoint(out)
+    assert last is not None and not (out / "soft_tokens.safetensors").exists()
+    torn = last.with_name(f"step-{int(last.name[5:]) + 6:08d}.tmp")  # a kill during a checkpoint write leaves this
+    torn.mkdir()
+    (torn / "train_state.safetensors").write_bytes(b"half a file")
 
-    subprocess.run(_agsm_command(args + ["--train.output_dir", str(out), "--resume"]), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command + ["--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: latest_checkpoint(out) != last, "a new checkpoint was written")  # just after one
+    assert "taking over the lock of process" in proc.stderr.read()  # the first run died holding it
+
+    subprocess.run(command + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for name in ("soft_tokens.safetensors", "soft_tokens_ema.safetensors"):
         expected, got = load_file(reference.parent / name), load_file(out / name)
-        for key in expected:
-            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+        assert all(torch.equal(got[key], expected[key]) for key in expected), name
+    losses = lambda folder: [(r["step"], r["loss"]) for r in map(json.loads, (folder / "train_log.jsonl").open())]  # noqa: E731
+    assert losses(out) == losses(reference.parent)  # each step logged once, with the uninterrupted run's loss
 
 
 def test_two_processes_end_with_identical_tokens(sd15_dir, image_folder, tmp_path):

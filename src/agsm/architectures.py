@@ -1,60 +1,223 @@
-"""Real architectures with random weights (no download): for benchmarks of speed and memory.
+"""Every real architecture this project builds from a config, at any scale, with random weights (no download).
 
-SD1.5 follows the published configs: UNet 320/640/1280/1280 with cross-attention width 768,
-VAE 128/256/512/512, CLIP ViT-L/14 text encoder (12 layers, width 768, 77 positions).
-SD3 medium: MM-DiT of 24 joint blocks, width 1536 (24 heads of 64), patch 2 on 16-channel latents,
-context 4096 -> 1536, pooled 2048; CLIP-L and CLIP-G text encoders with projection; VAE with 16 latent
-channels. T5-XXL is left out (diffusers allows an SD3 pipeline without it), so text is CLIP only.
+    from agsm.architectures import build_pipeline
+    pipe = build_pipeline("sd3", "toy", seed=0)   # a stock StableDiffusion3Pipeline, 32 px, on a CPU in seconds
+
+Scales:
+- `toy`: the real classes at toy size (32 px images, 16x16x4 latents, two-layer text encoders): every stage
+  (training, loading, sampling, editing) runs in tests and CI on a CPU. SD1.5, SDXL, SD3.
+- `full`: the published sizes, for speed and memory benchmarks. SD1.5: UNet 320/640/1280/1280 with
+  cross-attention width 768, VAE 128/256/512/512, CLIP ViT-L/14 text encoder (12 layers, width 768, 77
+  positions). SD3 medium: MM-DiT of 24 joint blocks, width 1536 (24 heads of 64), patch 2 on 16-channel
+  latents, context 4096 -> 1536, pooled 2048; CLIP-L and CLIP-G text encoders with projection; VAE with 16
+  latent channels. T5-XXL is left out (diffusers allows an SD3 pipeline without it), so text is CLIP only.
+- The ShapesWorld base models' own sizes are in shapes/tiny_models.py, built from the parts below.
+Parts: `word_tokenizer` (a CLIP-like word-level tokenizer over a fixed vocabulary, wrapped as a stock
+PreTrainedTokenizerFast), `clip_text_encoder`, `vae`, `unet`, `ddim_scheduler`, `flow_scheduler`; the MM-DiT is
+SD3Transformer2DModel called with its config directly.
 """
 from __future__ import annotations
 
 import torch
 
-from .tiny import word_tokenizer
+WORDS = ("a an the and of to on in with above below left right one two three four red green blue yellow "
+         "purple orange white black circle square triangle circles squares triangles cat dog photo").split()
+BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
+SCALES = ("toy", "full")
 
 
-def _clip(tokenizer, hidden: int, layers: int, heads: int, projection: int | None = None, act="quick_gelu"):
+# --- parts --------------------------------------------------------------------------------------------------------
+
+def word_tokenizer(words=WORDS, max_length: int = 16, eos_last: bool = False):
+    """A CLIP-like word-level tokenizer: BOS, words, EOS, padded with EOS to max_length.
+
+    Vocabulary: UNK, BOS, EOS, then `words` in their order (duplicates dropped), so ids are stable.
+    eos_last: UNK, BOS, words, EOS instead, EOS with the largest id as in CLIP's vocabulary. CLIP text models pool at
+    the first end-of-text token, except when its id is 2 (a legacy rule) where they pool at the largest id: models
+    whose pooled text matters (SD3) need this order.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    order = [UNK, BOS, *words, EOS] if eos_last else [UNK, BOS, EOS, *words]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(order))}
+    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS,
+                                   unk_token=UNK, model_max_length=max_length)
+
+
+def clip_text_encoder(tokenizer, hidden: int, layers: int = 2, heads: int = 4, projection: int | None = None,
+                      mlp_ratio: int = 4, vocab_size: int | None = None, positions: int | None = None,
+                      act: str = "quick_gelu"):
+    """A CLIPTextModel, or CLIPTextModelWithProjection when `projection` is given (SDXL's and SD3's encoders).
+
+    vocab_size and positions default to the tokenizer's (a word-level vocabulary, its maximum length).
+    """
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=4 * hidden,
-                            num_attention_heads=heads, num_hidden_layers=layers, max_position_embeddings=77,
+    config = CLIPTextConfig(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden,
+                            intermediate_size=mlp_ratio * hidden, num_attention_heads=heads, num_hidden_layers=layers,
+                            max_position_embeddings=positions or tokenizer.model_max_length,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             pad_token_id=tokenizer.pad_token_id, hidden_act=act, projection_dim=projection or hidden)
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 
-def sd3_architecture_pipeline(seed: int = 0):
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline)
+def vae(channels: tuple[int, ...], sample_size: int, latent_channels: int = 4, layers_per_block: int = 1,
+        norm_groups: int = 32, **extra):
+    """An AutoencoderKL with len(channels) - 1 downsamplings (a factor 8 for four blocks)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
+                         block_out_channels=tuple(channels), down_block_types=("DownEncoderBlock2D",) * len(channels),
+                         up_block_types=("UpDecoderBlock2D",) * len(channels), layers_per_block=layers_per_block,
+                         norm_num_groups=norm_groups, sample_size=sample_size, **extra)
+
+
+def unet(cross_attention_dim: int, channels: tuple[int, ...], sample_size: int, layers_per_block: int = 1,
+         attention_head_dim: int = 8, norm_groups: int = 32, cross_attention_everywhere: bool = True, **extra):
+    """A UNet2DConditionModel on 4-channel latents. cross_attention_everywhere: every level attends to the text
+    (the toy and ShapesWorld sizes, too small to spare a level); False keeps diffusers' default, SD1.5's layout
+    (no attention at the deepest level)."""
+    from diffusers import UNet2DConditionModel
+
+    blocks = {}
+    if cross_attention_everywhere:
+        blocks = {"down_block_types": ("CrossAttnDownBlock2D",) * len(channels),
+                  "up_block_types": ("CrossAttnUpBlock2D",) * len(channels)}
+    return UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4,
+                                layers_per_block=layers_per_block, block_out_channels=tuple(channels),
+                                cross_attention_dim=cross_attention_dim, attention_head_dim=attention_head_dim,
+                                norm_num_groups=norm_groups, **blocks, **extra)
+
+
+def ddim_scheduler(prediction_type: str = "epsilon", steps_offset: int = 1):
+    """Stable Diffusion's noise schedule (scaled-linear betas 0.00085..0.012 over 1000 steps) with a DDIM sampler."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=steps_offset,
+                         prediction_type=prediction_type)
+
+
+def flow_scheduler(shift: float = 1.0):
+    """SD3's flow-matching Euler sampler: sigma = t / 1000, x_t = (1 - sigma) x0 + sigma eps, with `shift`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+
+
+# --- toy scale ----------------------------------------------------------------------------------------------------
+
+def _toy_vae():
+    return vae((32, 32), sample_size=32, norm_groups=16)
+
+
+def tiny_sd15_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """StableDiffusionPipeline with SD1.5's architecture at toy size (32 px images, 16x16x4 latents)."""
+    from diffusers import StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer()
+    return StableDiffusionPipeline(
+        vae=_toy_vae(), text_encoder=clip_text_encoder(tokenizer, 32, mlp_ratio=2), tokenizer=tokenizer,
+        unet=unet(32, (32, 64), sample_size=16, norm_groups=16), scheduler=ddim_scheduler(prediction_type),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """StableDiffusionXLPipeline with SDXL's architecture at toy size: two text encoders, pooled text, time ids."""
+    from diffusers import StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer()
+    time_dim, proj = 8, 32
+    xl_unet = unet(64, (32, 64), sample_size=16, norm_groups=16, addition_embed_type="text_time",
+                   addition_time_embed_dim=time_dim, projection_class_embeddings_input_dim=6 * time_dim + proj,
+                   use_linear_projection=True)
+    return StableDiffusionXLPipeline(
+        vae=_toy_vae(), text_encoder=clip_text_encoder(tokenizer, 32, mlp_ratio=2),
+        text_encoder_2=clip_text_encoder(tokenizer, 32, projection=proj, mlp_ratio=2),
+        tokenizer=tokenizer, tokenizer_2=word_tokenizer(), unet=xl_unet, scheduler=ddim_scheduler(prediction_type))
+
+
+def tiny_sd3_pipeline(seed: int = 0, dual_attention_layers: tuple[int, ...] = (0,)):
+    """StableDiffusion3Pipeline with SD3's architecture at toy size: two CLIP encoders with projection, no T5,
+    an MM-DiT (joint blocks, the first ones with SD3.5's dual attention), a flow-matching Euler scheduler.
+
+    32 px images, 16x16x4 latents, patch 2. The VAE needs explicit shift and scaling factors (None breaks decoding).
+    """
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(eos_last=True)  # pooled text must come from the end-of-text token
+    width, proj = 32, 16
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=6, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=2 * width, caption_projection_dim=32,
+        pooled_projection_dim=2 * proj, pos_embed_max_size=16, dual_attention_layers=dual_attention_layers)
+    toy_vae = _toy_vae()
+    toy_vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=flow_scheduler(), vae=toy_vae,
+        text_encoder=clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2), tokenizer=tokenizer,
+        text_encoder_2=clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2),
+        tokenizer_2=word_tokenizer(eos_last=True), text_encoder_3=None, tokenizer_3=None)
+
+
+# --- full scale ---------------------------------------------------------------------------------------------------
+
+def _full_clip(tokenizer, hidden: int, layers: int, heads: int, projection: int | None = None, act="quick_gelu"):
+    return clip_text_encoder(tokenizer, hidden, layers, heads, projection, vocab_size=49408, positions=77, act=act)
+
+
+def sd15_full_pipeline(seed: int = 0):
+    """StableDiffusionPipeline at SD1.5's published sizes, random weights (512 px)."""
+    from diffusers import StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(max_length=77)
+    full_unet = unet(768, (320, 640, 1280, 1280), sample_size=64, layers_per_block=2,
+                     cross_attention_everywhere=False)
+    full_vae = vae((128, 256, 512, 512), sample_size=512, layers_per_block=2)
+    text = _full_clip(tokenizer, 768, 12, 12)
+    return StableDiffusionPipeline(vae=full_vae, text_encoder=text, tokenizer=tokenizer, unet=full_unet,
+                                   scheduler=ddim_scheduler(steps_offset=0), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def sd3_full_pipeline(seed: int = 0):
+    """StableDiffusion3Pipeline at SD3 medium's published sizes without T5, random weights (1024 px)."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(max_length=77, eos_last=True)
     transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
                                         attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
                                         caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=192)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=1024, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5305)
+    full_vae = vae((128, 256, 512, 512), sample_size=1024, latent_channels=16, layers_per_block=2,
+                   use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305)
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=_clip(tokenizer, 768, 12, 12, 768), tokenizer=tokenizer,
-        text_encoder_2=_clip(tokenizer, 1280, 32, 20, 1280, act="gelu"),
-        tokenizer_2=word_tokenizer(max_length=77, eos_last=True),
-        text_encoder_3=None, tokenizer_3=None)
+        transformer=transformer, scheduler=flow_scheduler(shift=3.0), vae=full_vae,
+        text_encoder=_full_clip(tokenizer, 768, 12, 12, 768), tokenizer=tokenizer,
+        text_encoder_2=_full_clip(tokenizer, 1280, 32, 20, 1280, act="gelu"),
+        tokenizer_2=word_tokenizer(max_length=77, eos_last=True), text_encoder_3=None, tokenizer_3=None)
 
 
-def sd15_architecture_pipeline(seed: int = 0):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    torch.manual_seed(seed)
-    tokenizer = word_tokenizer(max_length=77)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
-                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=512)
-    text = _clip(tokenizer, 768, 12, 12)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+_BUILDERS = {("sd15", "toy"): tiny_sd15_pipeline, ("sdxl", "toy"): tiny_sdxl_pipeline,
+             ("sd3", "toy"): tiny_sd3_pipeline, ("sd15", "full"): sd15_full_pipeline,
+             ("sd3", "full"): sd3_full_pipeline}
+
+
+def build_pipeline(architecture: str, scale: str = "toy", seed: int = 0, **options):
+    """A stock diffusers pipeline of `architecture` (sd15, sdxl, sd3) at `scale` (toy, full), random weights."""
+    builder = _BUILDERS.get((architecture, scale))
+    if builder is None:
+        known = ", ".join(f"{a}/{s}" for a, s in _BUILDERS)
+        raise ValueError(f"no {architecture!r} pipeline at scale {scale!r}; built here: {known}")
+    return builder(seed=seed, **options)

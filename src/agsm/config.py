@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .config_types import coerce_section
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -150,6 +152,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
+    # Non-finite steps (NaN/inf loss or gradient) skipped before training stops; each is counted and logged.
+    max_bad_steps: int = 0
 
     def __post_init__(self):
         _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
@@ -159,6 +163,7 @@ class TrainConfig:
                f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
         _check(self.checkpoint_every >= 1 and self.restart_every >= 1 and self.keep_checkpoints >= 1,
                "train.checkpoint_every, restart_every and keep_checkpoints must be >= 1")
+        _check(self.max_bad_steps >= 0, f"train.max_bad_steps {self.max_bad_steps} must be >= 0")
 
 
 @dataclass
@@ -173,35 +178,29 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from .atomic_files import write_text
+
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _section_types() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
-def _as_declared(cls, name: str, value):
-    """YAML 1.1 reads '1e-5' as a string; a float option takes it as the number it is."""
-    declared = next(f.type for f in dataclasses.fields(cls) if f.name == name)
-    if isinstance(value, str) and str(declared).startswith("float"):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"option {name} = {value!r} is not a number") from None
-    return value
-
-
 def from_dict(raw: dict) -> Config:
+    """A Config from nested dicts (YAML, overrides); every value is checked against its field's type first."""
+    _check(isinstance(raw, dict), f"a config must be a mapping of sections (model, data, ...), got "
+           f"{type(raw).__name__} {raw!r}")
     sections = _section_types()
     unknown = sorted(set(raw) - set(sections))
     _check(not unknown, f"unknown config sections {unknown}; valid: {sorted(sections)}")
     built = {}
     for name, cls in sections.items():
-        values = raw.get(name) or {}
+        values = coerce_section(name, cls, raw.get(name))
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - valid)
         _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
-        built[name] = cls(**{k: _as_declared(cls, k, v) for k, v in values.items()})
+        built[name] = cls(**values)
     return Config(**built)
 
 
@@ -218,8 +217,16 @@ def parse_overrides(args: list[str]) -> dict:
             value = items.pop(0)
         section, _, option = key.partition(".")
         _check(bool(option), f"option --{key} must be written --section.option, e.g. --train.steps")
-        out.setdefault(section, {})[option.replace("-", "_")] = yaml.safe_load(value)
+        out.setdefault(section, {})[option.replace("-", "_")] = _yaml_value(value)
     return out
+
+
+def _yaml_value(text: str):
+    """A command-line value as YAML reads it ('7' -> 7, 'true' -> True, '[down]' -> list); else the text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
@@ -227,8 +234,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     if path is not None:
         path = Path(path)
         _check(path.is_file(), f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
+        _check(isinstance(raw, dict), f"config file {path} must hold a mapping of sections (model:, data:, "
+               f"train: ...), not a {type(raw).__name__}")
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     for section, values in extra.items():
-        raw.setdefault(section, {}).update(values)
+        current = raw.setdefault(section, {})
+        _check(isinstance(current, dict), f"config section {section!r} must be a mapping of options, got "
+               f"{type(current).__name__} {current!r}")
+        current.update(values)
     return from_dict(raw)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from .atomic_files import write_json
 from .config import load_config
-from .eval.grids import framed, grid
-from .eval.report import Section, bar_chart, markdown_table, summarise, write_report
+from .report.grids import framed, grid
+from .report.variants import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
 from .pipelines import remove_soft_tokens
 from .sample import load_pipeline
@@ -69,7 +70,7 @@ def train_tokens(backbone: str, name: str, data: Path, out: Path, steps: int) ->
                            "checkpoint_every": max(steps // 3, 1), "restart_every": steps, "log_every": 50},
                  **{k: dict(v) for k, v in METHODS[backbone][name].items()}}
     overrides["method"]["ema_decay"] = 0.995
-    return train(load_config(None, overrides))
+    return train(load_config(None, overrides), overwrite=True)  # the demo retrains on every run
 
 
 def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) -> Path:
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     intro = (f"Ran `make demo{' DEMO_ARGS=--fast' if args.fast else ''}` ({', '.join(args.backbones)}) in "
              f"{minutes:.1f} min on {platform.machine()} with {torch.get_num_threads()} threads.")
     write_report(out, "AGSM on ShapesWorld", intro, sections, json.dumps(notes, indent=2, default=list))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(f"\n{intro}\nreport: {out / 'report.md'} and {out / 'report.html'}")
 
 

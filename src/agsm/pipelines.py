@@ -37,10 +37,12 @@ def pipeline_architecture(pipe) -> str:
 
 def _model_info(pipe) -> dict:
     architecture = pipeline_architecture(pipe)
+    steps = getattr(getattr(pipe, "scheduler", None), "config", {}).get("num_train_timesteps")
     if architecture == "sd3":
-        return {"family": "mmdit", "architecture": architecture,
+        return {"family": "mmdit", "architecture": architecture, "num_train_timesteps": steps,
                 "token_width": pipe.transformer.config.caption_projection_dim}
-    return {"family": "unet", "architecture": architecture, "token_width": pipe.unet.config.cross_attention_dim}
+    return {"family": "unet", "architecture": architecture, "num_train_timesteps": steps,
+            "token_width": pipe.unet.config.cross_attention_dim}
 
 
 def load_soft_tokens(pipe, path, uncond_tokens: str = "positive") -> TokenInjector:

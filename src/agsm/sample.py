@@ -1,12 +1,12 @@
 """Generate images with a stock diffusers pipeline and (optionally) soft tokens; record what was run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .backbones.pipeline import load_stock_pipeline
+from .atomic_files import write_json
+from .backbones.base import load_stock_pipeline
 from .backbones.t5_free import fast_sampling
 from .pipelines import denoiser_of, load_soft_tokens, pipeline_architecture
 
@@ -64,5 +64,5 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
     record = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
               "seed": seed, "steps": steps, "guidance": guidance, "size": size,
               "images": [{"file": p.name, "prompt": q, "seed": seed + i} for i, (p, q) in enumerate(zip(paths, prompts))]}
-    (out / "run.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "run.json", record)
     return paths

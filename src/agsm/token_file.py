@@ -4,18 +4,21 @@ Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (pe
 Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
-num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step.
+num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step, and digest (SHA-256 of the
+metadata and tensors, token_checks.py). Non-finite tokens are never written, and a file that is non-finite,
+inconsistent or changed after writing is refused on load.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from . import atomic_files
+from .token_checks import check_token_file, digest
 from .tokens import SoftTokens
 
 FORMAT_VERSION = "1"
@@ -33,10 +36,12 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, place
             **{k: str(v) for k, v in placement.items()}, "num_tokens": str(tokens.num_tokens),
             "num_buckets": str(tokens.time_table.shape[0]), "method": method,
             "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+    bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"refusing to write {path}: {', '.join(bad)} hold non-finite values (NaN or inf)")
+    meta["digest"] = digest(tensors, meta)
+    return atomic_files.write_bytes(path, save(tensors, metadata=meta))
 
 
 def resolve_token_path(path: str | Path) -> Path:
@@ -59,6 +64,7 @@ def read_tokens(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     if meta.get("format_version") != FORMAT_VERSION or "psi_pos" not in tensors:
         raise ValueError(f"{path} is not an agsm soft token file (format_version {meta.get('format_version')!r}, "
                          f"tensors {sorted(tensors)}); train one with `agsm train`")
+    check_token_file(tensors, meta, path)
     return tensors, meta
 
 
@@ -75,12 +81,17 @@ def tokens_from_file(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> 
 
 
 def check_compatible(meta: dict[str, str], model_info: dict, path) -> None:
-    """Refuse tokens made for another architecture, naming both sides."""
+    """Refuse tokens made for another architecture (or another timestep count), naming both sides."""
     made_for = {k: meta.get(k) for k in ("family", "architecture", "token_width")}
     model = {k: str(model_info[k]) for k in made_for}
     if made_for != model:
         raise ValueError(f"soft tokens {path} were made for {_describe(made_for)} but this model is "
                          f"{_describe(model)}; train tokens for this model with `agsm train`")
+    steps = model_info.get("num_train_timesteps")
+    if steps is not None and meta.get("num_train_timesteps") != str(steps):
+        raise ValueError(f"soft tokens {path} bucket timesteps for num_train_timesteps="
+                         f"{meta.get('num_train_timesteps')} but this model's scheduler has {steps}; their time "
+                         "table would be read at the wrong rows: train tokens for this model with `agsm train`")
 
 
 def _describe(info: dict) -> str:

@@ -3,12 +3,15 @@
     agsm train --config configs/sd15.yaml --train.steps 2000 --data.path my_images/
     accelerate launch --num_processes 2 -m agsm.cli train --config ... --train.gather_captions true
     agsm train --config ... --resume         # continue from the last complete checkpoint
+    agsm train --config ... --overwrite      # start over in a folder that holds a run
 
 Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
-from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done.
+from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
+non-finite loss or gradient is never applied (train_guard.py); the run folder has one owner (run_folder.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -22,16 +25,18 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from .backbones.base import TextCond
-from .backbones.pipeline import load_backbone
-from .checkpoint import TrainState, latest_checkpoint, save_checkpoint
+from .backbones.factory import load_backbone
+from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import build_or_load_cache, read_coco, read_imagefolder
 from .data.perturb import distinct_perturbations
 from .denoiser import TokenDenoiser, update_ema
 from .objectives import STEPS, PairBatch
 from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
+from .run_folder import claim_run_folder, forget_log_after
 from .token_file import FILE_NAME, save_tokens
 from .tokens import SoftTokens, install_tokens, placement_for
+from .train_guard import StepGuard
 
 log = logging.getLogger("agsm.train")
 WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -132,17 +137,27 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
     return PairBatch(x0, cond, index, pos)
 
 
-def train(config: Config, resume: bool = False) -> Path:
+def train(config: Config, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train tokens into config.train.output_dir; returns the token file. The folder is locked for the run:
+    see run_folder.py for what --resume and --overwrite allow."""
     out = Path(config.train.output_dir)
-    tc = config.train
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, log_with="tensorboard", project_dir=str(out))
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard",
+                              project_dir=str(out))
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        config.save(out / "config.yaml")
+    with contextlib.ExitStack() as cleanup:
+        # accelerate keeps its state per process; forget it so a later train() may pick another precision.
+        cleanup.callback(AcceleratorState._reset_state, reset_partial_state=False)
+        if accelerator.is_main_process:
+            cleanup.callback(claim_run_folder(out, config, resume, overwrite).release)
+        accelerator.wait_for_everyone()
+        return _train(config, accelerator, out, resume, cleanup)
 
+
+def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contextlib.ExitStack) -> Path:
+    tc = config.train
+    records = load_records(config)  # bad data paths fail here, before the model loads
     backbone = load_backbone(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
                              resolution=config.model.resolution, **config.model.flow_options())
     backbone.to(accelerator.device)
@@ -150,7 +165,7 @@ def train(config: Config, resume: bool = False) -> Path:
         backbone.denoiser.enable_gradient_checkpointing()
     cache_root = Path(config.data.cache_dir or out.parent / "cache")
     with accelerator.main_process_first():
-        dataset = build_or_load_cache(load_records(config), backbone, backbone.resolution, cache_root,
+        dataset = build_or_load_cache(records, backbone, backbone.resolution, cache_root,
                                       cache_text=config.data.cache_text, min_size=config.data.min_size,
                                       progress=accelerator.is_main_process)
     global_batch = tc.images_per_step * accelerator.num_processes
@@ -164,26 +179,29 @@ def train(config: Config, resume: bool = False) -> Path:
     ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
     placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
     injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
+    cleanup.callback(injector.remove)
     denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=tc.restart_every, eta_min=tc.min_lr)
-    optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16; saved by save_state
+    optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16
     state = TrainState()
-    for obj in (tokens, ema_tokens, schedule, state):
-        accelerator.register_for_checkpointing(obj)
-
     if resume:
         last = latest_checkpoint(out)
         if last is None:
             log.warning("--resume: no checkpoint in %s, starting from step 0", out)
         else:
-            accelerator.load_state(str(last))
+            load_checkpoint(accelerator, last, state, tokens, ema_tokens, optimizer, schedule)
             log.info("resumed from %s at step %d", last, state.step)
+    if accelerator.is_main_process:
+        forget_log_after(out, state.step)
 
     step_fn = STEPS[config.method.name]
+    guard = StepGuard(tc.max_bad_steps, tc.lr, lambda: latest_checkpoint(out))
     if accelerator.is_main_process:
         accelerator.init_trackers("agsm", config=_flat(config.to_dict()))
+    cleanup.callback(accelerator.end_training)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process, desc=config.method.name)
+    cleanup.callback(bar.close)  # also on an error, so its message starts on a line of its own
     started, pairs_done = time.perf_counter(), 0
     while state.step < tc.steps:
         step = state.step
@@ -199,10 +217,15 @@ def train(config: Config, resume: bool = False) -> Path:
         accelerator.backward(loss)
         for p in tokens.parameters():  # tokens are tiny: an all-reduce of their grads replaces a DDP wrapper
             p.grad = accelerator.reduce(p.grad, reduction="mean")
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        update_ema(ema_tokens, tokens, config.method.ema_decay)
+        if guard.should_skip(accelerator, state, loss, tokens, lambda: batch_files(dataset, ids)):
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()  # the learning rate stays a function of the step, skipped or not
+        else:
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            guard.check_tokens(state, tokens)
+            update_ema(ema_tokens, tokens, config.method.ema_decay)
         state.step += 1
 
         pairs_done += batch.num_images * batch.num_captions * accelerator.num_processes
@@ -211,25 +234,27 @@ def train(config: Config, resume: bool = False) -> Path:
         bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}")
         if state.step % tc.log_every == 0 or state.step == tc.steps:
             record = {"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
-                      **{k: float(v) for k, v in logs.items()}, **token_norms(tokens, ema_tokens)}
+                      "skipped_steps": state.skipped, **{k: float(v) for k, v in logs.items()},
+                      **token_norms(tokens, ema_tokens)}
             accelerator.log(record, step=state.step)
             if accelerator.is_main_process:  # the same numbers as plain JSON lines, for scripts and studies
                 with open(out / "train_log.jsonl", "a") as f:
                     f.write(json.dumps({"step": state.step, **record}) + "\n")
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
-            save_checkpoint(accelerator, out, state.step, tc.keep_checkpoints)
-    bar.close()
+            save_checkpoint(accelerator, out, state, tc.keep_checkpoints, tokens, ema_tokens, optimizer, schedule)
 
     if accelerator.is_main_process:
         info, settings = backbone.describe(), config.to_dict()["method"]
         for name, toks in ((FILE_NAME, tokens), ("soft_tokens_ema.safetensors", ema_tokens)):
             save_tokens(out / name, toks, info, placement, config.method.name, settings, state.step)
         log.info("wrote %s", out / FILE_NAME)
-    accelerator.end_training()
-    injector.remove()
-    # accelerate keeps its state per process; forget it so a later train() may pick another precision.
-    AcceleratorState._reset_state(reset_partial_state=False)
     return out / FILE_NAME
+
+
+def batch_files(dataset, ids) -> list[tuple[str, list[str]]]:
+    """(image file, its captions) of each image in a batch: what an error about that batch should name."""
+    return [(str(dataset.image_paths[i]), [dataset.captions[c] for c in dataset.caption_ids_of(i)])
+            for i in ids.tolist()]
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

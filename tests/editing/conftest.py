@@ -21,6 +21,16 @@ def shapes_pipe():
 
 
 @pytest.fixture(scope="session")
+def shapes_sd3_pipe():
+    """The shipped, trained sd3-tiny ShapesWorld model (64 px): inversion errors mean something on it."""
+    from agsm.sample import load_pipeline
+
+    pipe = load_pipeline(SHAPES_MODEL.parent / "sd3-tiny")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
 def flow_pipe(shapes_pipe):
     """An SD3 pipeline (random tiny MM-DiT, flow-matching scheduler) with the shipped model's trained VAE,
     so images survive the VAE round trip and PSNR against the input means something."""
@@ -28,7 +38,7 @@ def flow_pipe(shapes_pipe):
 
     from diffusers import StableDiffusion3Pipeline
 
-    from agsm.tiny import tiny_sd3_pipeline
+    from agsm.architectures import tiny_sd3_pipeline
 
     tiny = tiny_sd3_pipeline()
     vae = copy.deepcopy(shapes_pipe.vae)

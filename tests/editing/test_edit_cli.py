@@ -44,7 +44,7 @@ def test_edit_writes_png_and_settings_and_tokens_change_it(model, method, reques
     assert record["options"]["steps"] == 8 and record["source_prompt"] == "a red square"
     if method == "flowedit":
         assert record["options"] == {"steps": 8, "n_max": 5, "n_min": 0, "n_avg": 1, "source_guidance": 3.5,
-                                     "target_guidance": 13.5}
+                                     "target_guidance": 13.5, "tokens_on": "both"}
     tokens = make_token_file(tmp_path / "tokens", load_pipeline(path))
     with_tokens, record = _edit(path, image_file, tmp_path / "tokens_out", "--seed", "3", "--tokens", str(tokens))
     assert record["tokens"] == str(tokens) and record["uncond_tokens"] == "positive"

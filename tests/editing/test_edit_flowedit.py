@@ -1,4 +1,5 @@
 """FlowEdit on SD3 pipelines: a zero edit keeps the latent, the sampling branch is the stock sampler, edits edit."""
+import argparse
 import numpy as np
 import pytest
 import torch
@@ -80,7 +81,19 @@ def test_defaults_and_scaled_start(flow_pipe):
 
 
 def test_wrong_method_and_size_are_refused(flow_pipe, scene):
-    with pytest.raises(ValueError, match="works on .*sd15.* this one is sd3; use method='flowedit'"):
+    with pytest.raises(ValueError, match=r"works on .*sd15.* this one is sd3; use one of \['flowalign', 'flowedit', 'rf_inversion'\]"):
         edit_options(flow_pipe, method="ddim_inversion")
     with pytest.raises(ValueError, match="not a multiple of 16"):
         edit(flow_pipe, scene[0].resize((60, 60)), "a red circle", "a blue circle")
+
+
+def test_option_text_from_the_command_line_takes_the_fields_type(flow_pipe):
+    from agsm.editing.cli import options_from_args
+
+    args = argparse.Namespace(steps=None, option=["n_avg=2", "target-guidance=9.5"])
+    method, opts = edit_options(flow_pipe, "flowedit", **options_from_args(args))
+    assert (method, opts.n_avg, opts.target_guidance) == ("flowedit", 2, 9.5)
+    with pytest.raises(ValueError, match="n_avg='two' is not of type int"):
+        edit_options(flow_pipe, "flowedit", n_avg="two")
+    with pytest.raises(ValueError, match="is not NAME=VALUE"):
+        options_from_args(argparse.Namespace(option=["n_avg"]))

@@ -85,7 +85,7 @@ def write_pie(root, size=32):
 def save_tiny_lpips(folder, net="squeeze", seed=0):
     """Random weights in the real files' layouts: a torchvision-style checkpoint (features.* + classifier.*)
     and LPIPS' linear layers (lin<k>.model.1.weight, non-negative as the trained ones)."""
-    from agsm.eval.lpips_net import LPIPS
+    from agsm.metrics.lpips_net import LPIPS
 
     torch.manual_seed(seed)
     model = LPIPS(net)

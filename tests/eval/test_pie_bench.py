@@ -11,10 +11,10 @@ from eval_helpers import FakeMetric, save_tiny_dino, save_tiny_lpips
 from PIL import Image
 
 from agsm.eval import pie_bench as pie_mod
-from agsm.eval.lpips_net import load_lpips
+from agsm.metrics.lpips_net import load_lpips
 from agsm.eval.pie_bench import add_commands, evaluate_pie, results_markdown
 from agsm.eval.pie_data import decode_mask
-from agsm.eval.structure_distance import load_structure_distance
+from agsm.metrics.structure_distance import load_structure_distance
 
 
 class FakeEditor:

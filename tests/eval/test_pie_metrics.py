@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agsm.eval.lpips_net import LPIPS, load_lpips
+from agsm.metrics.lpips_net import LPIPS, load_lpips
 from agsm.eval.pie_data import decode_mask, strip_marks
-from agsm.eval.pixel_metrics import psnr, ssim
-from agsm.eval.structure_distance import StructureDistance, load_structure_distance
+from agsm.metrics.pixel_metrics import psnr, ssim
+from agsm.metrics.structure_distance import StructureDistance, load_structure_distance
 
 from eval_helpers import encode_rle, save_tiny_dino, save_tiny_lpips
 
@@ -47,11 +47,14 @@ def _ssim_reference(a, b, size=11, sigma=1.5, c1=1e-4, c2=9e-4):
 
 
 def test_ssim_and_psnr_match_direct_formulas():
+    """SSIM is torchmetrics' (PIE-Bench's): within a few 1e-3 of the textbook formula, not equal to it."""
     rng = np.random.default_rng(0)
     a = rng.random((3, 16, 18))
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
     ta, tb = torch.tensor(a), torch.tensor(b)
-    assert ssim(ta, tb) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
+    # 2e-3 apart here: on a 16x18 image the border handling weighs more than on real ones (3e-4 at 64x64)
+    assert ssim(ta, tb) == pytest.approx(_ssim_reference(a, b), abs=5e-3)
+    assert ssim(ta, tb) < ssim(ta, (ta + tb) / 2) < 1.0
     assert ssim(ta, ta) == pytest.approx(1.0)
     assert psnr(ta, tb) == pytest.approx(10 * math.log10(1 / np.mean((a - b) ** 2)))
     assert psnr(ta, ta) == math.inf

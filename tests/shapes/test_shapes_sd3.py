@@ -1,5 +1,5 @@
 """The tiny SD3-architecture ShapesWorld model: its parts, its training math against the stock pipeline and
-scheduler, the resumable pretraining command at toy size, and (once shipped) the trained model itself."""
+scheduler, and (once shipped) the trained model itself. Its pretraining runs are in test_shapes_pretraining.py."""
 
 import json
 from pathlib import Path
@@ -7,18 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import agsm.shapes
-from agsm.shapes import pretrain_sd3 as sd3
 from agsm.shapes import sd3_conditioning as cond
+from agsm.shapes.pretraining import sd3
+from agsm.shapes.pretraining.common import tokenize
+from agsm.shapes.pretraining.config import SD15_VAE, SD3Config
 from agsm.shapes import tiny_models as tm
 
 MODEL = Path(agsm.shapes.__file__).parent / "models" / "sd3-tiny"
 TOY = dict(n_images=16, batch=4, width=32, layers=2, heads=2, text_hidden=16, text_layers=2,
            dual_attention_layers=(0,), checkpoint_every=1, log_every=1)
-PARTS = ("transformer/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-         "text_encoder_2/model.safetensors")
 
 
 def _toy_pipeline(seed=0):
@@ -28,13 +27,13 @@ def _toy_pipeline(seed=0):
     tok = tm.build_sd3_tokenizer()
     return StableDiffusion3Pipeline(
         transformer=tm.build_sd3_transformer(16, 32, 2, 2, (0,)), scheduler=tm.build_flow_scheduler(),
-        vae=tm.load_frozen_vae(sd3.SD15_VAE), text_encoder=tm.build_sd3_text_encoder(tok, 16, 2), tokenizer=tok,
+        vae=tm.load_frozen_vae(SD15_VAE), text_encoder=tm.build_sd3_text_encoder(tok, 16, 2), tokenizer=tok,
         text_encoder_2=tm.build_sd3_text_encoder(tok, 16, 2), tokenizer_2=tm.build_sd3_tokenizer(),
         text_encoder_3=None, tokenizer_3=None)
 
 
 def _config(**kw):
-    return sd3.SD3PretrainConfig(out_dir="unused", work_dir="unused", **(TOY | kw))
+    return SD3Config(out_dir="unused", work_dir="unused", **(TOY | kw))
 
 
 def test_text_encoder_pools_the_end_of_text_state():
@@ -43,7 +42,7 @@ def test_text_encoder_pools_the_end_of_text_state():
     tok = tm.build_sd3_tokenizer()
     assert tok.eos_token_id == len(tok) - 1 != 2 and tok.pad_token_id == tok.eos_token_id
     enc = tm.build_sd3_text_encoder(tok, 16, 2)
-    ids = sd3._tokenize(tok, ["a red circle to the left of a blue square", "two squares", ""])
+    ids = tokenize(tok, ["a red circle to the left of a blue square", "two squares", ""])
     out = enc(ids)
     eos = (ids == tok.eos_token_id).int().argmax(-1)  # the first end-of-text, right after the caption
     assert eos.tolist() == [11, 3, 1]
@@ -57,7 +56,7 @@ def test_encode_ids_matches_the_stock_pipeline_encoding():
     pipe = _toy_pipeline()
     prompts = ["a red circle", "three green triangles", ""]
     embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
-    ids = sd3._tokenize(pipe.tokenizer, prompts)
+    ids = tokenize(pipe.tokenizer, prompts)
     mine, mine_pooled = cond.encode_ids(pipe.text_encoder, pipe.text_encoder_2, ids, ids,
                                        pipe.transformer.config.joint_attention_dim)
     assert mine.shape == embeds.shape == (3, 16 + cond.T5_TOKENS, 32)
@@ -71,7 +70,7 @@ def test_one_collapsed_zero_token_acts_as_the_stock_256():
     prompts = ["a red circle above a blue square", ""]
     with torch.no_grad():
         stock, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
-        ids = sd3._tokenize(pipe.tokenizer, prompts)
+        ids = tokenize(pipe.tokenizer, prompts)
         short, _ = cond.encode_ids(pipe.text_encoder, pipe.text_encoder_2, ids, ids, 32, t5_tokens=1)
     transformer = pipe.transformer
     xt, t = torch.randn(2, 4, 8, 8), torch.tensor([100.0, 900.0])
@@ -96,8 +95,8 @@ def test_one_collapsed_zero_token_acts_as_the_stock_256():
 
 def _data(n=8, batch_std=0.0):
     tok = tm.build_sd3_tokenizer()
-    ids = sd3._tokenize(tok, [f"a red circle"] * n)
-    empty = sd3._tokenize(tok, [""])
+    ids = tokenize(tok, ["a red circle"] * n)
+    empty = tokenize(tok, [""])
     mean = torch.arange(n, dtype=torch.float32)[:, None, None, None].expand(n, 4, 8, 8).contiguous()
     return {"mean": mean, "std": torch.full_like(mean, batch_std), "ids": [ids, ids], "empty_ids": [empty, empty],
             "scale": 0.5, "shift": 1.0}
@@ -133,7 +132,7 @@ def test_training_target_is_the_velocity_the_sampler_integrates():
 
 def test_sampler_defaults_follow_the_architecture():
     from agsm.shapes.generate import SAMPLER_DEFAULTS, resolve_sampler
-    from agsm.tiny import tiny_sd15_pipeline
+    from agsm.architectures import tiny_sd15_pipeline
 
     assert resolve_sampler(_toy_pipeline(), None, None) == (25, SAMPLER_DEFAULTS["sd3"]["guidance"])
     assert resolve_sampler(tiny_sd15_pipeline(), None, None) == (25, 6.0)
@@ -149,81 +148,9 @@ def test_bad_options_name_the_value():
         tm.load_frozen_vae("/nonexistent/vae")
 
 
-def test_add_commands_registers_pretrain_sd3():
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="agsm")
-    shapes = parser.add_subparsers(dest="command").add_parser("shapes").add_subparsers(dest="tool")
-    sd3.add_commands(shapes)
-    args, extra = parser.parse_known_args(["shapes", "pretrain-sd3", "--out", "x", "--steps", "5", "--bf16"])
-    assert (args.out, args.steps, args.bf16, args.batch, extra) == ("x", 5, True, 256, [])
-    with pytest.raises(ValueError, match="unknown arguments.*--bogus"):
-        args.run(args, ["--bogus"])
-
-
-def _pretrain(out, work):
-    return sd3.pretrain_sd3(out, steps=4, seed=0, work_dir=work, command="test", **TOY)
-
-
-@pytest.fixture(scope="module")
-def toy_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sd3")
-    return _pretrain(root / "out", root / "work")
-
-
-@pytest.mark.slow
-def test_pretrain_writes_a_stock_sd3_pipeline(toy_model, tmp_path):
-    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
-
-    from agsm.eval.shapes import evaluate_shapes
-    from agsm.sample import load_pipeline
-
-    pipe = StableDiffusion3Pipeline.from_pretrained(toy_model, text_encoder_3=None, tokenizer_3=None,
-                                                    local_files_only=True)
-    assert isinstance(pipe.transformer, SD3Transformer2DModel)
-    blocks = pipe.transformer.transformer_blocks
-    assert blocks[0].attn2 is not None and blocks[1].attn2 is None  # an SD3.5 dual block, then a plain one
-    assert pipe.vae.config.shift_factor == 0.0
-    shipped_vae = load_file(sd3.SD15_VAE / "diffusion_pytorch_model.safetensors")
-    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in shipped_vae.items())  # the frozen copy
-    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
-    assert image.size == (64, 64)
-    info = json.loads((toy_model / "train_info.json").read_text())
-    assert {"command", "seed", "steps", "wall_seconds", "device", "parameters", "config", "loss_curve"} <= set(info)
-    assert [s for s, _ in info["loss_curve"]] == [1, 2, 3, 4]
-    result = evaluate_shapes(toy_model, tmp_path / "eval", per_category=1, steps=2, pipe=load_pipeline(toy_model))
-    assert result["sampler"]["scheduler"] == "FlowMatchEulerDiscreteScheduler"
-    assert len(result["verdicts"]) == 6 and (tmp_path / "eval" / "results.json").exists()
-
-
-@pytest.mark.slow
-def test_pretrain_killed_and_resumed_matches_uninterrupted(toy_model, tmp_path, monkeypatch):
-    real_save, saves = sd3._save_atomic, []
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        saves.append(path)
-        if len(saves) == 3:  # the latent cache, then checkpoints at steps 1 and 2
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(sd3, "_save_atomic", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        _pretrain(tmp_path / "out", tmp_path / "work")
-    assert torch.load(tmp_path / "work" / "sd3.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(sd3, "_save_atomic", real_save)
-    resumed = _pretrain(tmp_path / "out", tmp_path / "work")
-    for part in PARTS:
-        a, b = load_file(toy_model / part), load_file(resumed / part)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
-    curves = [json.loads((d / "train_info.json").read_text())["loss_curve"] for d in (toy_model, resumed)]
-    assert curves[0] == curves[1]
-    with pytest.raises(ValueError, match="other settings.*'lr': \\(0.0005, 0.001\\)"):
-        sd3.pretrain_sd3(tmp_path / "out", steps=4, seed=0, work_dir=tmp_path / "work", **(TOY | {"lr": 1e-3}))
-
-
 needs_model = pytest.mark.skipif(
     not (MODEL / "model_index.json").exists(),
-    reason=f"no shipped model at {MODEL} yet; train it with `python -m agsm.shapes.pretrain_sd3`")
+    reason=f"no shipped model at {MODEL} yet; train it with `python -m agsm.shapes.pretrain --arch sd3`")
 
 
 @needs_model

@@ -68,3 +68,18 @@ def test_compare_reports_spread_over_training_seeds_and_effect_against_base(tmp_
 
     sheet = Image.open(compare.same_seed_grid(tmp_path, "sd15", "dev", ["arm"], tmp_path / "g.png"))
     assert sheet.height > 4 * 16 and sheet.width > 2 * 16  # 3 counting rows under a header; base and arm
+
+
+def test_order_bias_splits_position_verdicts_by_where_the_first_object_must_go():
+    from agsm.study.order_bias import order_bias
+
+    verdicts = [
+        {"category": "position", "prompt": "a red circle to the left of a blue square", "correct": True},
+        {"category": "position", "prompt": "a red circle above a blue square", "correct": True},
+        {"category": "position", "prompt": "a red circle to the right of a blue square", "correct": False},
+        {"category": "position", "prompt": "a red circle below a blue square", "correct": True},
+        {"category": "counting", "prompt": "two circles", "correct": False},  # not a position verdict: ignored
+    ]
+    halves = order_bias(verdicts)
+    assert halves["first left/top"] == {"correct": 2, "n": 2, "rate": 1.0}
+    assert halves["first right/bottom"] == {"correct": 1, "n": 2, "rate": 0.5}

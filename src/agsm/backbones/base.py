@@ -1,7 +1,12 @@
-"""What every backbone adapter shares: text conditioning as one batched value, and the adapter protocol."""
+"""What every backbone adapter shares: text conditioning as one batched value, the adapter protocol, and the base
+class of the UNet and MM-DiT adapters (a frozen stock pipeline, its device and dtype, the sizes stored with soft
+tokens, the encoders' fingerprint, image encoding through its VAE). The choice of adapter is in factory.py."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -53,3 +58,84 @@ class Encoder(Protocol):
 
     def fingerprint(self) -> str:
         """A short string that changes whenever the encoders' weights or configs do."""
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
+    """DiffusionPipeline.from_pretrained on a local folder; components saved as None (SD3 without T5, SD without
+    a safety checker) are passed as None, as the stock loader requires."""
+    from diffusers import DiffusionPipeline
+
+    path = Path(path)
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json); "
+                                "pass a local folder saved with save_pretrained")
+    index = json.loads(index_file.read_text())
+    absent = {name: None for name, value in index.items() if isinstance(value, list) and value[0] is None}
+    if "safety_checker" in index:  # never used here: evaluation follows the paper, without the NSFW filter
+        absent["safety_checker"] = None
+    extra = {"requires_safety_checker": False} if "requires_safety_checker" in index else {}
+    return DiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype, **absent, **extra)
+
+
+class PipelineBackbone:
+    """Base of the adapters: subclasses set family, architecture, token_width, num_train_timesteps and
+    `denoiser` (the module tokens go into) before calling `_freeze()`."""
+
+    family = "?"
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: torch.dtype = torch.float32, resolution: int | None = None, **options):
+        return cls(load_stock_pipeline(path, dtype), resolution, **options)
+
+    def _freeze(self) -> None:
+        for name in ("vae", self.denoiser_name, *TEXT_ENCODERS):
+            module = getattr(self.pipe, name, None)
+            if module is not None:
+                module.requires_grad_(False)
+                module.eval()
+
+    @property
+    def denoiser(self):
+        return getattr(self.pipe, self.denoiser_name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    def to(self, device=None, dtype=None):
+        self.pipe.to(device=device, dtype=dtype)
+        return self
+
+    def describe(self) -> dict:
+        """Architecture sizes stored with soft tokens, checked when they are loaded."""
+        return {"family": self.family, "architecture": self.architecture, "token_width": self.token_width,
+                "num_train_timesteps": self.num_train_timesteps}
+
+    def fingerprint(self) -> str:
+        """Changes when the encoders' configs or weights change (hashes configs and a weight sample)."""
+        digest = hashlib.sha256()
+        for name in ("vae", *TEXT_ENCODERS):
+            module = getattr(self.pipe, name, None)
+            if module is None:
+                continue
+            digest.update(json.dumps(dict(module.config) if hasattr(module.config, "keys")
+                                     else module.config.to_dict(), sort_keys=True, default=str).encode())
+            for p in list(module.parameters())[:4] + list(module.parameters())[-4:]:
+                digest.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, 3, R, R] in [-1, 1] -> latents scaled (and shifted, SD3) as the denoiser expects."""
+        vae = self.pipe.vae
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+        shift = vae.config.get("shift_factor") or 0.0
+        return (latents - shift) * vae.config.scaling_factor

@@ -11,7 +11,7 @@ import torch
 
 from .base import TextCond
 from .parameterization import flow_add_noise, flow_target, sample_flow_timesteps
-from .pipeline import PipelineBackbone
+from .base import PipelineBackbone
 from .t5_free import install_collapse, is_t5_free
 
 

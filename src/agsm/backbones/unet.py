@@ -10,7 +10,7 @@ import torch
 
 from .base import TextCond
 from .parameterization import add_noise, parameterization_for
-from .pipeline import PipelineBackbone
+from .base import PipelineBackbone
 
 
 def unet_architecture(unet) -> str:

@@ -6,7 +6,9 @@ resolution, dtype, cache_text, min_size, and each image's path, size, mtime and 
 input gives a new folder and an unchanged one is loaded without running the encoders.
 
 A build writes into a temporary sibling folder, writes `index.json` last and renames the folder into
-place, so an interrupted build never leaves a folder that looks finished.
+place, so an interrupted build never leaves a folder that looks finished; the temporary folders of builds
+whose process died are removed at the next build. A finished folder whose index or shards no longer match
+their recorded sizes and hashes (a damaged disk, a truncated copy) is rebuilt, with a warning.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbones.base import Encoder
+from .caption_length import long_captions, warn_long_captions
 from .dataset import EncodedDataset
-from .errors import DataError
+from .errors import DamagedCacheError, DataError
 from .images import TOO_SMALL, UNREADABLE, load_image
 from .shards import ShardWriter
 from .sources import Record
@@ -32,6 +37,7 @@ from .sources import Record
 log = logging.getLogger("agsm.data")
 
 FORMAT = 1  # bump when the folder layout changes, so old caches are not misread
+OWNER_FILE = ".builder.json"  # pid and host of the process building a temporary folder
 
 
 def build_or_load_cache(records: list[Record], encoder: Encoder, resolution: int, cache_root: str | Path, *,
@@ -59,21 +65,56 @@ def build_or_load_cache(records: list[Record], encoder: Encoder, resolution: int
     cache_root = Path(cache_root)
     folder = cache_root / key
     if (folder / "index.json").is_file():
-        log.info("using the cached encoding in %s", folder)
-        return EncodedDataset(folder, encoder)
+        try:
+            dataset = EncodedDataset(folder, encoder)
+            log.info("using the cached encoding in %s", folder)
+            warn_long_captions(dataset.index.get("long_captions"))
+            return dataset
+        except DamagedCacheError as exc:
+            log.warning("the cache %s is damaged (%s); rebuilding it", folder, exc.detail)
+            shutil.rmtree(folder)
 
     cache_root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_builds(cache_root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root))
+    (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         index = _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size,
                        progress, tmp)
         index.update(key=key, inputs=inputs)
+        warn_long_captions(index["long_captions"])
         # index.json is the completion mark: written last, and only inside the temporary folder.
         (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+        (tmp / OWNER_FILE).unlink()
         _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return EncodedDataset(folder, encoder)
+
+
+def remove_abandoned_builds(cache_root: Path) -> None:
+    """Delete temporary build folders whose builder died (same host, process gone); other hosts' are left alone.
+
+    Folders from before builders recorded themselves are removed once they are a day old."""
+    for tmp in Path(cache_root).glob(".*.tmp-*"):
+        try:
+            owner = json.loads((tmp / OWNER_FILE).read_text())
+            abandoned = owner.get("host") == socket.gethostname() and not _process_alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            abandoned = time.time() - tmp.stat().st_mtime > 24 * 3600
+        if abandoned:
+            log.info("removing the unfinished cache build %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def content_hash(records: list[Record]) -> str:
@@ -107,12 +148,13 @@ def _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size
         image_captions.append(list(range(len(captions), len(captions) + len(r.captions))))
         captions.extend(r.captions)
     text_shards = []
+    long = long_captions(captions, encoder)
     if cache_text:
         text_shards = _encode_text(captions, encoder, batch_size, shard_size, dtype, folder, progress)
     return {"format": FORMAT, "images": [str(r.path) for r in kept], "captions": captions,
             "image_captions": image_captions, "latent_shape": latents.row_shapes["latents"],
             "skipped": {k: [str(p) for p in v] for k, v in skipped.items()},
-            "latent_shards": shard_list, "text_shards": text_shards}
+            "latent_shards": shard_list, "text_shards": text_shards, "long_captions": long}
 
 
 def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, writer: ShardWriter, progress):

@@ -2,7 +2,8 @@
 
 The folder holds `index.json` (what was encoded), `latents-*.safetensors` and, when text was cached,
 `text-*.safetensors` (one row per caption, keys from `TextCond.tensors()`). Shards under ~2 GB in total
-are loaded into RAM at once; bigger ones are memory-mapped and read row by row (see `shards.py`).
+are loaded into RAM at once; bigger ones are memory-mapped and read row by row (see `shards.py`). Opening a
+folder checks index.json and every shard's size and hash, so damaged bytes never reach training.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..backbones.base import Encoder, TextCond
-from .errors import DataError
-from .shards import IN_MEMORY_LIMIT, ShardReader
+from .errors import DamagedCacheError, DataError
+from .shards import IN_MEMORY_LIMIT, ShardReader, damaged_shards
 
 log = logging.getLogger("agsm.data")
 
@@ -29,8 +30,15 @@ class EncodedDataset:
         if not index_path.is_file():
             raise DataError(f"{self.folder} is not a finished cache (no index.json); build it with "
                             "build_or_load_cache")
-        self.index = json.loads(index_path.read_text(encoding="utf-8"))
-        self.key: str = self.index["key"]
+        try:
+            self.index = json.loads(index_path.read_text(encoding="utf-8"))
+            self.key: str = self.index["key"]
+            shards = self.index["latent_shards"] + self.index["text_shards"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DamagedCacheError(self.folder, f"its index.json cannot be read: {exc!r}") from None
+        damaged = damaged_shards(self.folder, shards)
+        if damaged:
+            raise DamagedCacheError(self.folder, "; ".join(damaged))
         self.image_paths = [Path(p) for p in self.index["images"]]
         self.captions: list[str] = self.index["captions"]
         self.skipped: dict[str, int] = {k: len(v) for k, v in self.index["skipped"].items()}

@@ -1,12 +1,14 @@
 """Row-sharded tensor storage in safetensors files: write rows in order, read any rows back by index.
 
 Every shard file holds the same keys, each a tensor whose dim 0 is the row; rows are numbered across
-shards in order. Reading loads everything into RAM when the shards are small (fast fancy indexing) and
+shards in order. The shard list records each file's size and SHA-256, so a damaged shard is found before its
+bytes reach training (`damaged_shards`). Reading loads everything into RAM when the shards are small (fast fancy indexing) and
 otherwise reads just the requested rows through `safe_open`, which memory-maps the files.
 """
 from __future__ import annotations
 
 import bisect
+import hashlib
 from pathlib import Path
 
 import torch
@@ -24,7 +26,7 @@ class ShardWriter:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.folder, self.prefix, self.shard_size = Path(folder), prefix, shard_size
-        self.shards: list[dict] = []  # [{"file": name, "rows": n}], what the index records
+        self.shards: list[dict] = []  # [{"file", "rows", "bytes", "sha256"}], what the index records
         self.row_shapes: dict[str, list[int]] = {}  # shape of one row per key, as first seen
         self._pending: list[dict[str, torch.Tensor]] = []
         self._pending_rows = 0
@@ -46,11 +48,33 @@ class ShardWriter:
     def _flush(self, n: int) -> None:
         merged = {k: torch.cat([p[k] for p in self._pending]) for k in self._pending[0]}
         name = f"{self.prefix}-{len(self.shards):05d}.safetensors"
-        save_file({k: v[:n].contiguous() for k, v in merged.items()}, str(self.folder / name))
-        self.shards.append({"file": name, "rows": n})
+        path = self.folder / name
+        save_file({k: v[:n].contiguous() for k, v in merged.items()}, str(path))
+        self.shards.append({"file": name, "rows": n, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
         rest = {k: v[n:] for k, v in merged.items()}
         self._pending_rows -= n
         self._pending = [rest] if self._pending_rows else []
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def damaged_shards(folder: Path, shards: list[dict]) -> list[str]:
+    """'name: why' for each shard that is missing or differs from the size and hash the index recorded.
+
+    Shards of caches written before sizes and hashes were recorded are only checked for presence."""
+    problems = []
+    for s in shards:
+        path = Path(folder) / s["file"]
+        if not path.is_file():
+            problems.append(f"{s['file']}: missing")
+        elif "bytes" in s and path.stat().st_size != s["bytes"]:
+            problems.append(f"{s['file']}: {path.stat().st_size} bytes, the index says {s['bytes']}")
+        elif "sha256" in s and file_sha256(path) != s["sha256"]:
+            problems.append(f"{s['file']}: its content changed (SHA-256 differs from the index)")
+    return problems
 
 
 class ShardReader:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -19,26 +18,41 @@ OPTION_FLAGS = {  # flag -> options field (None values are left to the method's 
 
 def add_edit_options(parser: argparse.ArgumentParser) -> None:
     """Method and option flags shared by `agsm edit` and `agsm eval edit-shapes`."""
-    parser.add_argument("--method", choices=("flowedit", "ddim_inversion"),
+    from .registry import EDITORS
+
+    parser.add_argument("--method", choices=sorted(EDITORS),
                         help="default: flowedit for SD3, ddim_inversion for SD1.5/SDXL")
     parser.add_argument("--steps", type=int, help="sampling steps (default 50)")
     parser.add_argument("--source-guidance", type=float,
-                        help="CFG for the source prompt (FlowEdit 3.5; DDIM: during inversion, 1)")
+                        help="CFG for the source prompt (FlowEdit 3.5; DDIM, PnP, MasaCtrl, direct inversion: "
+                             "during inversion, 1)")
     parser.add_argument("--target-guidance", type=float, help="CFG for the target prompt (FlowEdit 13.5; DDIM 7.5)")
     parser.add_argument("--n-max", type=int, help="FlowEdit: steps that edit (default 33 of 50, scaled with --steps)")
     parser.add_argument("--n-min", type=int, help="FlowEdit: final steps that sample the target directly (0)")
     parser.add_argument("--n-avg", type=int, help="FlowEdit: noise draws averaged per step (1)")
     parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
                         help="which token set the unconditional branch sees (with --tokens)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other option of the method's options dataclass (docs/editing.md), e.g. "
+                             "--option tau_f=0.8 (pnp), --option start_step=4 (masactrl); repeatable")
 
 
 def options_from_args(args) -> dict:
-    return {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name, None) is not None}
+    """The method options given on the command line: the named flags, then every --option NAME=VALUE (as text;
+    edit_options converts it to the field's type)."""
+    options = {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name, None) is not None}
+    for item in getattr(args, "option", None) or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option {item!r} is not NAME=VALUE, e.g. --option n_avg=2")
+        options[name.strip().replace("-", "_")] = value.strip()
+    return options
 
 
 def run_edit(args, extra) -> None:
     from PIL import Image
 
+    from ..atomic_files import write_json
     from ..pipelines import load_soft_tokens, pipeline_architecture
     from ..sample import load_pipeline
     from . import edit, edit_options
@@ -68,7 +82,7 @@ def run_edit(args, extra) -> None:
               "size": [image.width, image.height], "source_prompt": args.source_prompt,
               "target_prompt": args.target_prompt, "seed": args.seed, "method": method,
               "options": dataclasses.asdict(opts), "output": "edited.png", "seconds": round(seconds, 2)}
-    (out / "edit.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "edit.json", record)
     print(f"wrote edited.png and edit.json to {out} ({method}, {seconds:.1f} s)")
 
 

@@ -72,5 +72,7 @@ def regenerate(pipe, x_t: torch.Tensor, target: PromptCond, options: DDIMInversi
 
 
 def ddim_edit_latents(pipe, x0_src: torch.Tensor, source: PromptCond, target: PromptCond,
-                      options: DDIMInversionOptions = DDIMInversionOptions(), progress: bool = True) -> torch.Tensor:
+                      options: DDIMInversionOptions = DDIMInversionOptions(), generator: torch.Generator | None = None,
+                      progress: bool = True) -> torch.Tensor:
+    """Invert x0 under the source prompt, regenerate under the target; deterministic (`generator` is unused)."""
     return regenerate(pipe, invert(pipe, x0_src, source, options, progress), target, options, progress)

@@ -11,6 +11,11 @@ the prompts agree the two velocities cancel, so what the target prompt does not 
 Only the last n_max of the steps run (50 steps, n_max 33: the edit starts at step 18; by default n_max
 scales with the step count); the final n_min
 steps instead sample the target directly from the edit path's noisy point.
+
+With soft tokens installed, `tokens_on="both"` (default) lets them into every prediction; `"target"` keeps
+them out of the source branch v(z_src, source), so the velocity difference also carries the tokens' own
+effect; `"cond"` keeps them out of both unconditional branches, so guidance amplifies their effect
+(docs/editing.md, "Why tokens hurt FlowEdit", measures all three).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .conditioning import PromptCond, guided_predictions
+from .prompt_mix import null_prompt
+from .token_scope import check_tokens_on, tokens_off
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class FlowEditOptions:
     n_avg: int = 1             # noise draws averaged per step
     source_guidance: float = 3.5
     target_guidance: float = 13.5
+    tokens_on: str = "both"    # installed soft tokens: "both" trajectories, "target" only, "cond" branches only
 
     def __post_init__(self) -> None:
         if self.n_max is None and isinstance(self.steps, int):  # the paper's 33 of 50, scaled to the step count
@@ -47,6 +55,7 @@ class FlowEditOptions:
         for name in ("source_guidance", "target_guidance"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FlowEdit {name}={getattr(self, name)} must be >= 1 (1 = no guidance)")
+        check_tokens_on("FlowEdit", self.tokens_on)
 
     @property
     def start_step(self) -> int:
@@ -89,13 +98,38 @@ def flowedit_latents(pipe, x0_src: torch.Tensor, source: PromptCond, target: Pro
             for _ in range(options.n_avg):
                 z_src = (1 - s) * x0_src + s * noise()
                 z_on_edit = z_edit + z_src - x0_src
-                v_src, v_tar = guided_predictions(pipe, timesteps[i], [(z_src, source, options.source_guidance),
-                                                                       (z_on_edit, target, options.target_guidance)])
+                v_src, v_tar = _velocities(pipe, timesteps[i], (z_src, source, options.source_guidance),
+                                           (z_on_edit, target, options.target_guidance), options.tokens_on)
                 delta += (v_tar - v_src) / options.n_avg
             z_edit = z_edit + ds * delta
         else:
             if z_tar is None:  # leave the edit path at its noisy point and sample the target from there
                 z_tar = z_edit + s * (noise() - x0_src)
-            (v_tar,) = guided_predictions(pipe, timesteps[i], [(z_tar, target, options.target_guidance)])
+            request = [(z_tar, target, options.target_guidance)]
+            guided = _stock_unconditional if options.tokens_on == "cond" else guided_predictions
+            (v_tar,) = guided(pipe, timesteps[i], request)
             z_tar = z_tar + ds * v_tar
     return z_edit if z_tar is None else z_tar
+
+
+def _velocities(pipe, t, source_request, target_request, tokens_on: str):
+    """(v_src, v_tar): one batched forward, or two when some predictions must run without tokens."""
+    if tokens_on == "both":
+        return guided_predictions(pipe, t, [source_request, target_request])
+    if tokens_on == "cond":
+        return _stock_unconditional(pipe, t, [source_request, target_request])
+    with tokens_off(pipe):
+        (v_src,) = guided_predictions(pipe, t, [source_request])
+    (v_tar,) = guided_predictions(pipe, t, [target_request])
+    return v_src, v_tar
+
+
+def _stock_unconditional(pipe, t, requests):
+    """guided_predictions with tokens in the conditional predictions only: the unconditional ones (the empty
+    prompt) run with the tokens switched off, and the guidance is combined here."""
+    cond = guided_predictions(pipe, t, [(z, prompt, 1.0) for z, prompt, _ in requests])
+    if all(w == 1.0 for _, _, w in requests):
+        return cond
+    with tokens_off(pipe):
+        uncond = guided_predictions(pipe, t, [(z, null_prompt(prompt), 1.0) for z, prompt, _ in requests])
+    return [u + w * (c - u) for u, c, (_, _, w) in zip(uncond, cond, requests)]

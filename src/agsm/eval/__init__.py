@@ -1,2 +1,4 @@
-"""Evaluation: ShapesWorld (exact judge), editing on ShapesWorld, and real-model runners (COCO, GenEval export,
-PIE-Bench, report) over the metrics of agsm.metrics."""
+"""Evaluation runners, one file per benchmark, each with its data reader beside it: ShapesWorld generation
+(shapes.py, judged exactly) and editing (edit_shapes.py), COCO val5K (coco.py, coco_data.py), GenEval export
+(geneval.py), PIE-Bench (pie_bench.py, pie_data.py); what they share (generation.py, scoring.py). The measures
+they use live in agsm.metrics, the tables and grids they write in agsm.report."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..atomic_files import write_text
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
 from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, open_pipeline,
                          parse_dtype, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
@@ -66,11 +67,9 @@ def evaluate_coco(args, metric_loader=default_metric_loader, fid_extractor=None)
     rows = [{**{k: it[k] for k in ("index", "image_id", "annotation_id", "caption")},
              "file": str(p.relative_to(out)), "seed": args.seed + it["index"],
              **{name: s[it["index"]] for name, s in per_image.items()}} for it, p in zip(items, paths)]
-    tmp = out / ".scores.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(out / "scores.jsonl")
+    write_text(out / "scores.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "results.json", result)
-    (out / "results.md").write_text(results_markdown([result]) + "\n")
+    write_text(out / "results.md", results_markdown([result]) + "\n")
     return result
 
 

@@ -14,12 +14,13 @@ tokens (same seeds), and scored:
 - objects kept: the share of untouched objects that the detector finds with the same shape and colour
   and a centre within 3 px of where it was.
 The VAE round trip of each source (encode, decode) is reported as the preservation ceiling.
-Writes results.json (settings, summaries, every case), results.md and grid.png (source | base | tokens).
+Writes results.json (settings, summaries, every case), results.md, timing.json (seconds per variant) and grid.png
+(source | base | tokens). Each finished edit is saved (edits/) and recorded in manifest.jsonl, so a killed run,
+started again with the same arguments, redoes only the missing edits and writes a byte-identical results.json.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..atomic_files import write_json, write_text
 from ..editing import edit, edit_options
 from ..editing.latents import decode_latents, encode_image
 from ..editing.preservation import found_in_place, outside_box, psnr
@@ -40,7 +42,10 @@ from ..shapes.requirements import ObjectSpec, Requirements
 from ..shapes.scenes import place
 from ..shapes.spec import CANVAS, COLORS, SHAPES, Scene
 from ..shapes.verify import judge
-from .grids import framed, grid
+from ..report.grids import framed, grid
+from ..token_file import resolve_token_path
+from .generation import save_png
+from .resumable import ResumableRun, file_digest, folder_stamp
 
 log = logging.getLogger(__name__)
 EDIT_KINDS = ("color", "shape")
@@ -137,23 +142,28 @@ def _groups(records: list[dict]) -> dict:
     return {name: summarize(rs) for name, rs in groups.items() if rs}
 
 
-def _run_variant(pipe, cases, sources, seed, method, opts, progress) -> tuple[list, list[dict], float]:
-    start = time.perf_counter()
-    images, records = [], []
-    for case, source in tqdm(list(zip(cases, sources)), desc="edits", disable=not progress):
+def _run_variant(pipe, run: ResumableRun, variant: int, cases, sources, seed, method, opts, progress) -> None:
+    """Edit every case the manifest does not hold yet; each edit's image and record are kept as it finishes."""
+    done = run.entries
+    todo = [(case, source) for case, source in zip(cases, sources) if variant * len(cases) + case.index not in done]
+    for case, source in tqdm(todo, desc="edits", disable=not progress):
+        start = time.perf_counter()
         image = edit(pipe, source, case.source_prompt, case.target_prompt, seed=seed + case.index,
                      method=method, progress=False, **dataclasses.asdict(opts))
-        images.append(image)
-        records.append({"case": case.index, "kind": case.kind, "objects": len(case.source.objects),
-                        "source_prompt": case.source_prompt, "target_prompt": case.target_prompt,
-                        "seed": seed + case.index, **score_edit(case, source, image)})
-    return images, records, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        index = variant * len(cases) + case.index
+        save_png(image, run.out / run.image_path(index))
+        run.record([{"index": index, "file": run.image_path(index), "seconds": seconds,
+                     "record": {"case": case.index, "kind": case.kind, "objects": len(case.source.objects),
+                                "source_prompt": case.source_prompt, "target_prompt": case.target_prompt,
+                                "seed": seed + case.index, **score_edit(case, source, image)}}])
 
 
 def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, method: str | None = None,
                        uncond_tokens: str = "positive", device: str = "cpu", pipe=None, progress: bool = True,
                        **options) -> dict:
-    """Run every case base (and with tokens), write results.json, results.md and grid.png; returns the results."""
+    """Run every case base (and with tokens), write results.json, results.md, timing.json and grid.png; returns
+    the results. A killed run, started again with the same arguments, redoes only the missing edits."""
     pipe = pipe or load_pipeline(model, device)
     if default_size(pipe) != CANVAS:
         raise ValueError(f"{model} draws {default_size(pipe)} px images; the ShapesWorld benchmark needs a "
@@ -164,22 +174,33 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
     remove_soft_tokens(pipe)
     round_trip = [psnr(decode_latents(pipe, encode_image(pipe, s)), s) for s in sources]
     variants = [("base", None)] + ([("tokens", tokens)] if tokens else [])
+    run = ResumableRun(out, {"model": str(Path(model).resolve()), "model_files": folder_stamp(model),
+                             "tokens": str(Path(tokens).resolve()) if tokens else None,
+                             "tokens_sha256": file_digest(resolve_token_path(tokens)) if tokens else None,
+                             "uncond_tokens": uncond_tokens, "n": n, "seed": seed, "method": method,
+                             "options": dataclasses.asdict(opts)}, items_dir="edits")
     results = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
                "n": n, "seed": seed, "method": method, "options": dataclasses.asdict(opts),
                "vae_round_trip_psnr": sum(round_trip) / n, "variants": {}}
-    images = {}
-    for name, token_path in variants:
+    images, timing = {}, {}
+    for v, (name, token_path) in enumerate(variants):
         remove_soft_tokens(pipe)
         if token_path:
             load_soft_tokens(pipe, token_path, uncond_tokens=uncond_tokens)
         log.info("edit-shapes: %d edits, %s (%s)", n, name, method)
-        images[name], records, seconds = _run_variant(pipe, cases, sources, seed, method, opts, progress)
-        results["variants"][name] = {"summary": _groups(records), "seconds": round(seconds, 1), "cases": records}
+        _run_variant(pipe, run, v, cases, sources, seed, method, opts, progress)
+        entries = run.entries
+        done = [entries[v * n + c.index] for c in cases]
+        images[name] = [run.image(v * n + c.index) for c in cases]
+        records = [e["record"] for e in done]
+        timing[name] = round(sum(e["seconds"] for e in done), 1)  # edit time, summed over resumed runs
+        results["variants"][name] = {"summary": _groups(records), "cases": records}
     remove_soft_tokens(pipe)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(results_markdown(results))
+    # Times differ from run to run: they go to timing.json, so results.json depends on the inputs alone.
+    write_json(out / "results.json", results)
+    write_json(out / "timing.json", {"seconds": timing})
+    write_text(out / "results.md", results_markdown(results, timing))
     _grid(cases, sources, images, results).save(out / "grid.png")
     return results
 
@@ -195,7 +216,7 @@ def _grid(cases, sources, images, results):
     return grid(rows, labels=labels, label_width=250)
 
 
-def results_markdown(results: dict) -> str:
+def results_markdown(results: dict, timing: dict | None = None) -> str:
     fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = [f"# ShapesWorld editing: {results['model']}", "",
              f"{results['n']} edits, seed {results['seed']}, method {results['method']} {results['options']}; "
@@ -208,7 +229,7 @@ def results_markdown(results: dict) -> str:
             lines.append(f"| {name} | {group} | {s['n']} | {fmt(s['success'])} | {fmt(s['clean'])} | "
                          f"{fmt(s['old_gone'])} | {fmt(s['psnr'], 2)} | {fmt(s['psnr_outside'], 2)} | "
                          f"{fmt(s['objects_kept'])} ({s['untouched_objects']}) | "
-                         f"{variant['seconds'] if group == 'all' else ''} |")
+                         f"{(timing or {}).get(name, '') if group == 'all' else ''} |")
     lines += ["", "success: judged correct for the target caption; clean: success, untouched objects in place and the "
               "old object gone; objects kept: share of untouched objects found in place (their count in brackets). "
               "grid.png columns: source | " + " | ".join(results["variants"]) + " (green frame = success)."]
@@ -226,7 +247,7 @@ def _run(args, extra) -> None:
     for name, variant in results["variants"].items():
         s = variant["summary"]["all"]
         print(f"{name:7s} success {s['success']:.3f}  clean {s['clean']:.3f}  PSNR {s['psnr']:.2f} dB  "
-              f"outside box {s['psnr_outside']:.2f} dB  objects kept {s['objects_kept']:.3f}  {variant['seconds']} s")
+              f"outside box {s['psnr_outside']:.2f} dB  objects kept {s['objects_kept']:.3f}")
     print(f"wrote results.json, results.md and grid.png to {args.out}")
 
 

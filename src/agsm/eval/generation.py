@@ -105,10 +105,10 @@ def save_png(image, path: Path) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    """Atomically (temporary file, fsync, rename): a crash or a full disk leaves the previous file whole."""
+    from ..atomic_files import write_json as write_atomically
+
+    write_atomically(path, data, indent=2)
 
 
 def check_same_config(path: Path, config: dict) -> None:
@@ -147,11 +147,16 @@ class Manifest:
         return {k for k, e in self.entries.items() if (Path(folder) / e["file"]).is_file()}
 
     def append(self, entry: dict) -> None:
+        self.extend([entry])
+
+    def extend(self, entries: list[dict]) -> None:
+        """Record several finished items in one write; a kill leaves some of them and a torn line, cut on open."""
         with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write("".join(json.dumps(entry) + "\n" for entry in entries))
             f.flush()
             os.fsync(f.fileno())
-        self.entries[entry[self.key]] = entry
+        for entry in entries:
+            self.entries[entry[self.key]] = entry
 
 
 def sampler_dict(sampler: Sampler) -> dict:

@@ -22,10 +22,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic_files import write_text
 from .generation import (DTYPES, Manifest, check_same_config, default_label, open_pipeline, parse_dtype,
                          report_command, run_config, save_png, write_json)
 from .pie_data import EDITING_TYPES, decode_mask, read_mapping
-from .pie_metrics import DISPLAY, METRICS, WEIGHTS, background_scores, clip_scores
+from ..metrics.pie_metrics import DISPLAY, METRICS, WEIGHTS, background_scores, clip_scores
 from .scoring import default_metric_loader
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,9 @@ def evaluate_pie(args, editor=None, metric_loader=default_metric_loader) -> dict
               "by_type": {t: _means([r for r in rows if r["editing_type_id"] == t], chosen)
                           for t in sorted({r["editing_type_id"] for r in rows}, key=int)},
               "per_image": "scores.jsonl"}
-    tmp = out / ".scores.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(out / "scores.jsonl")
+    write_text(out / "scores.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "results.json", result)
-    (out / "results.md").write_text(results_markdown([result]) + "\n")
+    write_text(out / "results.md", results_markdown([result]) + "\n")
     return result
 
 
@@ -116,8 +115,8 @@ def _check_finished(path: Path, args, given: dict) -> None:
 
 
 def _load_scorers(args, chosen: dict, metric_loader) -> dict:
-    from .lpips_net import load_lpips
-    from .structure_distance import load_structure_distance
+    from ..metrics.lpips_net import load_lpips
+    from ..metrics.structure_distance import load_structure_distance
 
     clip_path = chosen.get("clip_whole") or chosen.get("clip_edited")
     return {"lpips": load_lpips(chosen["lpips"], args.lpips_net, args.device) if "lpips" in chosen else None,

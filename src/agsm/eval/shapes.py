@@ -3,49 +3,94 @@
     agsm eval shapes --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/sd15/agsm --out runs/eval
 
 Writes results.json (accuracy per category and mean, the over-count rate on counting prompts, every
-verdict) and one grid per category with each image framed green (correct) or red (wrong).
+verdict) and one grid per category with each image framed green (correct) or red (wrong). Each batch of
+images is saved (images/) and its verdicts appended to manifest.jsonl as it finishes, so a killed run, started
+again with the same arguments, draws only the missing batches and writes a byte-identical results.json.
+Batches keep their boundaries (--batch-size), so every image is drawn exactly as in an uninterrupted run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..atomic_files import write_json
 from ..pipelines import load_soft_tokens
+from ..report.grids import framed, grid
 from ..sample import load_pipeline
-from ..shapes.evaluate import score_suite
+from ..shapes.evaluate import image_seed, judge_image, sampler_record, suite_jobs, summarize
+from ..shapes.generate import generate, resolve_sampler
 from ..shapes.spec import CATEGORIES
 from ..shapes.suite import load_eval_suite
-from .grids import framed, grid
+from .generation import save_png
+from .resumable import ResumableRun, file_digest, folder_stamp
 
 
 def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: int = 1, seed: int = 0,
                     steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
-                    keep_images: bool = False) -> dict:
+                    keep_images: bool = False, batch_size: int = 50) -> dict:
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
     steps / guidance None: the ShapesWorld sampler of the model's architecture (shapes.generate.SAMPLER_DEFAULTS).
     """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
     suite = load_eval_suite(prompts)
     if per_category is not None:
         suite = [line for c in CATEGORIES for line in [l for l in suite if l["category"] == c][:per_category]]
-    pipe = pipe or load_pipeline(model)
-    if tokens:
-        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
-    result = score_suite(pipe, suite, images_per_prompt=images_per_prompt, seed=seed, steps=steps,
-                         guidance=guidance, return_images=True)
-    images = result.pop("images")
+    jobs = suite_jobs(suite, images_per_prompt)
+    settings = {"model": str(Path(model).resolve()), "model_files": folder_stamp(model),
+                "tokens": str(Path(tokens).resolve()) if tokens else None,
+                "tokens_sha256": file_digest(_token_file(tokens)), "uncond_tokens": uncond_tokens,
+                "suite": [[line["prompt"], line["category"], line["seed"]] for line in suite],
+                "images_per_prompt": images_per_prompt, "seed": seed, "steps": steps, "guidance": guidance,
+                "batch_size": batch_size}
+    run = ResumableRun(out, settings)
+    done = run.entries
+    batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
+    todo = [b for b in batches if not all(i in done for i in b)]
+    if todo or run.sampler is None:
+        pipe = pipe or load_pipeline(model)
+        if tokens:
+            load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
+        steps, guidance = resolve_sampler(pipe, steps, guidance)
+        run.set_sampler(sampler_record(pipe, steps, guidance))
+        for batch in todo:
+            _draw_batch(pipe, run, [(i, *jobs[i]) for i in batch], seed, steps, guidance)
+    entries = run.entries
+    judged = [{k: v for k, v in entries[i].items() if k not in ("index", "file")} for i in range(len(jobs))]
+    result = summarize(judged, images_per_prompt=images_per_prompt, seed=seed, sampler=run.sampler)
     result.update({"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
                    "prompts": str(prompts) if prompts else "shipped suite"})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "results.json", result)
+    images = [run.image(i) for i in range(len(jobs))]
     _write_grids(out, result["verdicts"], images, images_per_prompt)
     if keep_images:
         result["images"] = images
     return result
+
+
+def _draw_batch(pipe, run: ResumableRun, batch: list[tuple[int, dict, int]], seed: int, steps: int,
+                guidance: float) -> None:
+    """Draw one batch in one pipeline call, save its images, then record their verdicts in the manifest."""
+    images = generate(pipe, [line["prompt"] for _, line, _ in batch], [image_seed(line, k, seed) for _, line, k in batch],
+                      steps=steps, guidance=guidance, batch_size=len(batch))
+    entries = []
+    for (index, line, k), image in zip(batch, images):
+        file = run.image_path(index)
+        save_png(image, run.out / file)
+        entries.append({"index": index, "file": file, **judge_image(line, k, seed, image)})
+    run.record(entries)
+
+
+def _token_file(tokens) -> Path | None:
+    if not tokens:
+        return None
+    from ..token_file import resolve_token_path
+
+    return resolve_token_path(tokens)
 
 
 def _write_grids(out: Path, verdicts: list[dict], images: list, per_prompt: int, max_rows: int = 25) -> None:

@@ -7,7 +7,8 @@
 
 Each metric's `weights` layout (a folder, or a mapping of its parts) is in its module docstring and in
 docs/metrics.md; `agsm.metrics.tiny.write_tiny_weights(name, folder)` writes the same layout with tiny random
-models for tests. FID lives in `agsm.metrics.fid`.
+models for tests. FID lives in `agsm.metrics.fid`; the editing measures of PIE-Bench in pie_metrics.py (over
+pixel_metrics.py, lpips_net.py and structure_distance.py).
 """
 from __future__ import annotations
 

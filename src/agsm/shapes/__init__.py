@@ -6,7 +6,8 @@
 
 Modules: spec (constants, dataclasses), scenes (seeded sampling), render, grammar (captions and
 parsing), detect, verify (the judge), suite (the evaluation suite), dataset (training sets),
-robustness (measuring the judge), and, needing torch and diffusers, tiny_models, pretrain,
+robustness (measuring the judge), restate (other true captions of a scene), and, needing torch and
+diffusers, tiny_models, pretraining (one resumable trainer for both tiny models; `python -m agsm.shapes.pretrain`),
 generate, evaluate.
 """
 

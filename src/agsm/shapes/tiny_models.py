@@ -1,18 +1,18 @@
-"""Builders for the tiny ShapesWorld models' parts.
+"""The tiny ShapesWorld models' sizes: their parts, built with agsm.architectures' part builders.
 
-SD1.5 architecture: word-level tokenizer, CLIP text encoder, VAE, UNet, DDIM scheduler (pretrain.py).
+SD1.5 architecture: word-level tokenizer, CLIP text encoder, VAE, UNet, DDIM scheduler (pretraining/sd15.py).
 SD3 architecture: tokenizer, two CLIP encoders with projection, MM-DiT, flow Euler scheduler, and the sd15-tiny
-VAE reused frozen (pretrain_sd3.py).
+VAE reused frozen (pretraining/sd3.py).
 Sizes are the arguments' defaults; the pretraining commands record the ones they used in train_info.json.
 """
 
 from __future__ import annotations
 
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
-from ..tiny import word_tokenizer
-
+from .. import architectures as arch
+from ..architectures import word_tokenizer
 from .spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
 
 MAX_LENGTH = 16  # the longest caption is 10 words + bos + eos
@@ -26,51 +26,32 @@ def grammar_words() -> list[str]:
 
 
 def build_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast:
-    """A CLIP-like word-level tokenizer over the grammar's words (see agsm.tiny.word_tokenizer)."""
+    """A CLIP-like word-level tokenizer over the grammar's words (see agsm.architectures.word_tokenizer)."""
     return word_tokenizer(grammar_words(), max_length)
 
 
 def build_text_encoder(tokenizer: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2, heads: int = 4) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 4,
-        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=hidden, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config)
+    """The CLIP text encoder of sd15-tiny, over the grammar's vocabulary."""
+    return arch.clip_text_encoder(tokenizer, hidden, layers, heads)
 
 
 def build_vae(channels: tuple[int, ...] = (16, 32, 32, 32)) -> AutoencoderKL:
     """64x64x3 <-> 8x8x4: three downsamplings between four blocks, one layer each."""
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * len(channels),
-        up_block_types=("UpDecoderBlock2D",) * len(channels),
-        block_out_channels=channels, layers_per_block=1, norm_num_groups=8,
-    )
+    return arch.vae(channels, sample_size=64, norm_groups=8)
 
 
 def build_unet(cross_attention_dim: int, channels: tuple[int, ...] = (64, 128), heads: int = 4) -> UNet2DConditionModel:
     """Epsilon-predicting UNet on 8x8x4 latents; cross-attention at every level and in the middle."""
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=channels,
-        down_block_types=("CrossAttnDownBlock2D",) * len(channels),
-        up_block_types=("CrossAttnUpBlock2D",) * len(channels),
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=16,
-    )
+    return arch.unet(cross_attention_dim, channels, sample_size=8, attention_head_dim=heads, norm_groups=16,
+                     mid_block_type="UNetMidBlock2DCrossAttn")
 
 
 def build_scheduler() -> DDIMScheduler:
     """Stable Diffusion's noise schedule, for training (add_noise) and sampling alike."""
-    return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-    )
+    return arch.ddim_scheduler("epsilon", steps_offset=1)
 
 
-# --- The tiny SD3-architecture parts (pretrain_sd3.py) -------------------------------------------------------------
+# --- The tiny SD3-architecture parts (pretraining/sd3.py) --------------------------------------------------------
 # Two CLIP encoders with projection (no T5), an MM-DiT on 8x8x4 latents with patch 1 (64 image tokens), the
 # sd15-tiny VAE (frozen, shared) and a flow-matching Euler scheduler with shift 1 (SD3 uses 3 for 1024 px; an
 # 8x8 latent needs no shift towards noise).
@@ -87,7 +68,7 @@ def build_sd3_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast
     """The grammar's word-level tokenizer with the end-of-text token given the largest id, as in CLIP's vocabulary.
 
     CLIPTextModelWithProjection pools the hidden state at the first end-of-text token, except when that token's id
-    is 2 (a legacy rule for old configs), where it pools at the largest id instead; agsm.tiny.word_tokenizer puts
+    is 2 (a legacy rule for old configs), where it pools at the largest id instead; architectures.word_tokenizer puts
     end-of-text at id 2 unless eos_last. Pooled text conditions every SD3 block, so it must see the whole caption.
     """
     return word_tokenizer(grammar_words(), max_length, eos_last=True)
@@ -96,18 +77,10 @@ def build_sd3_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast
 def build_sd3_text_encoder(tokenizer: PreTrainedTokenizerFast, hidden: int = SD3_TEXT_HIDDEN,
                            layers: int = SD3_TEXT_LAYERS, heads: int = 4):
     """A CLIPTextModelWithProjection; its projection width equals its hidden width."""
-    from transformers import CLIPTextModelWithProjection
-
     if tokenizer.eos_token_id == 2:
         raise ValueError("the tokenizer's end-of-text id is 2, so CLIP would pool at the largest id instead; "
                          "use build_sd3_tokenizer()")
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 4,
-        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=hidden, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModelWithProjection(config)
+    return arch.clip_text_encoder(tokenizer, hidden, layers, heads, projection=hidden)
 
 
 def build_sd3_transformer(text_hidden: int = SD3_TEXT_HIDDEN, width: int = SD3_WIDTH, layers: int = SD3_LAYERS,
@@ -129,9 +102,7 @@ def build_sd3_transformer(text_hidden: int = SD3_TEXT_HIDDEN, width: int = SD3_W
 
 def build_flow_scheduler():
     """SD3's flow-matching Euler sampler: sigma = t / 1000, x_t = (1 - sigma) x0 + sigma eps, shift 1."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    return arch.flow_scheduler(1.0)
 
 
 def load_frozen_vae(path):

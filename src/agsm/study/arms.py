@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import finished_checkpoints
 from ..config import load_config, parse_overrides
 from ..demo import BACKBONES, METHODS
 from ..eval.shapes import evaluate_shapes
@@ -44,9 +45,11 @@ def prompt_file(which: str, root: Path) -> Path:
     return Path(which)
 
 
-def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, out: Path, extra: dict):
-    """The demo's settings for `method` on `backbone`, this seed and budget, then the arm's overrides."""
-    overrides = {"model": {"path": str(BACKBONES[backbone])},
+def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, out: Path, extra: dict,
+               model: str | Path | None = None):
+    """The demo's settings for `method` on `backbone` (its shipped model unless `model` names another folder of the
+    same architecture), this seed and budget, then the arm's overrides."""
+    overrides = {"model": {"path": str(model or BACKBONES[backbone])},
                  "data": {"path": str(data), "cache_dir": str(out.parent.parent / "cache")},
                  "train": {"output_dir": str(out), "steps": steps, "images_per_step": 4, "lr": 1e-3, "seed": seed,
                            "checkpoint_every": max(steps // 2, 1), "restart_every": steps, "log_every": 25},
@@ -58,8 +61,8 @@ def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, ou
 
 
 def evaluate(backbone: str, tokens, out: Path, prompts: Path, tag: str, images_per_prompt: int, per_category,
-             guidance=None, pipe=None, uncond_tokens: str = "positive") -> dict:
-    result = evaluate_shapes(BACKBONES[backbone], out / f"grids-{tag}", tokens=tokens, prompts=prompts,
+             guidance=None, pipe=None, uncond_tokens: str = "positive", model: str | Path | None = None) -> dict:
+    result = evaluate_shapes(model or BACKBONES[backbone], out / f"grids-{tag}", tokens=tokens, prompts=prompts,
                              images_per_prompt=images_per_prompt, per_category=per_category, pipe=pipe,
                              keep_images=True, guidance=guidance, uncond_tokens=uncond_tokens)
     images = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in result.pop("images")])
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="tokens in the unconditional branch at sampling (tag suffix -u<choice> unless positive)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate existing token files, never train")
     parser.add_argument("--out", default="runs/study")
+    parser.add_argument("--model", default=None,
+                        help="a base model folder of the backbone's architecture instead of the shipped one "
+                             "(give it its own --out)")
     args = parser.parse_args(argv)
 
     root = Path(args.out)
@@ -94,12 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         tag += f"-g{args.guidance:g}"
     if args.uncond_tokens != "positive":
         tag += f"-u{args.uncond_tokens}"
-    pipe = load_pipeline(BACKBONES[args.backbone])
+    pipe = load_pipeline(args.model or BACKBONES[args.backbone])
     if args.name == "base":
         out = root / args.backbone / "base"
         out.mkdir(parents=True, exist_ok=True)
         r = evaluate(args.backbone, None, out, prompts, tag, args.images_per_prompt, args.per_category,
-                     args.guidance, pipe)  # no tokens: the unconditional-branch choice does not apply
+                     args.guidance, pipe, model=args.model)  # no tokens: the unconditional-branch choice does not apply
         print(f"base {tag}: mean {r['mean']:.3f}")
         return
     data = write_training_set(root / "data-2000", **TRAIN_SET) if not (root / "data-2000" / "metadata.jsonl").exists() \
@@ -112,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
         if not token_file.exists():
             if args.eval_only:
                 raise SystemExit(f"--eval-only: {token_file} does not exist; train the arm first")
-            train(arm_config(args.backbone, args.method, seed, args.steps, data, out, extra))
+            # an arm killed mid-training continues from its last checkpoint (same settings, or train refuses)
+            train(arm_config(args.backbone, args.method, seed, args.steps, data, out, extra, args.model),
+                  resume=bool(finished_checkpoints(out)))
         r = evaluate(args.backbone, token_file, out, prompts, tag, args.images_per_prompt, args.per_category,
-                     args.guidance, pipe, args.uncond_tokens)
+                     args.guidance, pipe, args.uncond_tokens, args.model)
         remove_soft_tokens(pipe)
         print(f"{args.name} seed {seed} {tag}: mean {r['mean']:.3f}", flush=True)
 

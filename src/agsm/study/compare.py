@@ -114,7 +114,7 @@ def same_seed_grid(root: Path, backbone: str, tag: str, arms: list[str], path: P
     """Rows: the first prompts of each category; columns: base and each arm's training seed 0, same image seed."""
     from PIL import Image
 
-    from ..eval.grids import framed, grid
+    from ..report.grids import framed, grid
 
     columns = {"base": load_arm(root / backbone / "base", tag.split("-u")[0])[0]}
     for arm in arms:

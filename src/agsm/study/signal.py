@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.pipeline import load_backbone
+from ..backbones.factory import load_backbone
 from ..data.images import to_tensor
 from ..data.perturb import KINDS, perturb_shapes
 from ..shapes.render import render

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agsm.eval.report_cli import add_report_command, build_tables
+from agsm.report.cli import add_report_command, build_tables
 
 
 def _coco(label, clip, ir, fid):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import statistics
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,11 +13,11 @@ import html
 import json
 from pathlib import Path
 
-from .coco import COLUMNS as COCO_COLUMNS
-from .pie_metrics import DISPLAY as PIE_DISPLAY
-from .pie_metrics import METRICS as PIE_METRICS
-from .report import ROWS as SHAPES_ROWS
-from .report import summarise
+from ..eval.coco import COLUMNS as COCO_COLUMNS
+from ..metrics.pie_metrics import DISPLAY as PIE_DISPLAY
+from ..metrics.pie_metrics import METRICS as PIE_METRICS
+from .variants import ROWS as SHAPES_ROWS
+from .variants import summarise
 
 TITLES = {"coco": "COCO (generation)", "shapes": "ShapesWorld suite (exact judge)", "pie-bench": "PIE-Bench (editing)"}
 

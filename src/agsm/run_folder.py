@@ -1,0 +1,129 @@
+"""Who may write into a training run folder, and whether a resumed run is still the run it continues.
+
+`claim_run_folder` takes the folder's lock (run_lock.py), then:
+- without --resume, a folder that already holds a run (checkpoints or a token file) is refused, unless
+  --overwrite, which deletes that run's checkpoints, tokens and logs first; otherwise a new run would prune
+  the old run's checkpoints by name and a later --resume would mix the two;
+- with --resume, the saved config.yaml is compared with the new config: differences that change the result
+  (seed, method, data, batch, lr, tokens ...) are refused, listed; those that do not (the options in
+  RESUMABLE_CHANGES) are allowed and logged.
+Only then is the new config.yaml written.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import yaml
+
+from . import atomic_files
+from .checkpoint import checkpoint_dir, finished_checkpoints
+from .config import Config, from_dict
+from .errors import AgsmError
+from .run_lock import RunLock
+from .token_file import FILE_NAME
+
+log = logging.getLogger("agsm.train")
+CONFIG_NAME = "config.yaml"
+# Options that may differ on --resume: how long, how often to log or save, where files go, memory savings, and
+# how many non-finite steps to skip (raised to get past a bad batch). Everything else shapes the tokens.
+RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir"}
+RUN_OUTPUTS = (FILE_NAME, "soft_tokens_ema.safetensors", "train_log.jsonl")
+
+
+class RunFolderConflict(AgsmError):
+    """The folder holds another run, or --resume was asked with settings that would change the result."""
+
+
+def claim_run_folder(out: Path, config: Config, resume: bool, overwrite: bool) -> RunLock:
+    """Lock `out` for this process, check it against resume/overwrite, write config.yaml; returns the lock."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite deletes it; give one of them")
+    out = Path(out)
+    lock = RunLock(out).acquire()
+    try:
+        existing = _existing_run(out)
+        if resume:
+            _check_resumable(out, config)
+        elif existing and not overwrite:
+            raise RunFolderConflict(f"{out} already holds a run ({existing}); continue it with --resume, start it "
+                                    "over with --overwrite (deletes its checkpoints, tokens and logs), or choose "
+                                    "another train.output_dir")
+        elif existing:
+            _clear_run(out)
+            log.warning("--overwrite: deleted the previous run in %s (%s)", out, existing)
+        config.save(out / CONFIG_NAME)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def forget_log_after(out: Path, step: int) -> None:
+    """Drop train_log.jsonl lines past `step`: a resumed run logs those steps again, so each step is logged once."""
+    path = Path(out) / "train_log.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and _logged_step(line) <= step]  # a torn line goes too
+    if len(kept) != len(lines):
+        atomic_files.write_text(path, "".join(kept))
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def config_differences(saved: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """{'train.lr': (old, new), ...} over every option of two config dicts."""
+    diffs = {}
+    for key in sorted(set(saved) | set(new)):
+        a, b, name = saved.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.update(config_differences(a, b, name + "."))
+        elif a != b:
+            diffs[name] = (a, b)
+    return diffs
+
+
+def _existing_run(out: Path) -> str:
+    """A short description of the run the folder holds, or '' when it holds none."""
+    done = finished_checkpoints(out)
+    if done:
+        return f"checkpoints up to {done[-1].name}"
+    if (out / FILE_NAME).is_file():
+        return f"a finished {FILE_NAME}"
+    return ""
+
+
+def _clear_run(out: Path) -> None:
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    shutil.rmtree(out / "agsm", ignore_errors=True)  # the previous run's TensorBoard events
+    for name in RUN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_resumable(out: Path, config: Config) -> None:
+    path = out / CONFIG_NAME
+    if not path.is_file():
+        return  # nothing to compare with: a first start with --resume
+    try:
+        saved = from_dict(yaml.safe_load(path.read_text()) or {}).to_dict()
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise RunFolderConflict(f"{path} cannot be read ({exc}); it was not written by this agsm version: "
+                                "start the run over with --overwrite, or in another train.output_dir") from exc
+    diffs = config_differences(saved, config.to_dict())
+    refused = {k: v for k, v in diffs.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        listed = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in refused.items())
+        raise RunFolderConflict(f"--resume would change the run in {out}: {listed}. These change the result; resume "
+                                f"with the run's settings ({path}), or start a new run in another train.output_dir "
+                                "(or here with --overwrite)")
+    for key, (a, b) in diffs.items():
+        log.info("--resume: %s changes from %r to %r", key, a, b)

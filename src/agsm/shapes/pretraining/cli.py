@@ -1,0 +1,129 @@
+r"""Pretrain a tiny ShapesWorld base model, resumably, and save it as a stock diffusers pipeline.
+
+    python -m agsm.shapes.pretrain --out src/agsm/shapes/models/sd15-tiny --work runs/pretrain-sd15 \
+        --steps-vae 3000 --steps-unet 10000 --seed 0
+    python -m agsm.shapes.pretrain --arch sd3 --out src/agsm/shapes/models/sd3-tiny --work runs/pretrain-sd3 \
+        --steps 30000 --seed 0 --device cuda --batch 256 --bf16
+    agsm shapes pretrain ...              (the same options; `agsm shapes pretrain-sd3 ...` adds --arch sd3)
+
+--arch sd15 (the default): the tiny SD1.5 architecture, a StableDiffusionPipeline. Stages: VAE; latent cache;
+UNet + CLIP text encoder, epsilon loss, 10% empty captions, EMA weights exported. --init-from PIPELINE continues
+from a trained pipeline (its VAE kept, the VAE stage skipped), e.g. with --position-repeats N (position scenes N
+times as often) and --restate-share P (a scene shown with another true caption, restate.py, with chance P).
+--arch sd3: the tiny SD3 architecture (MM-DiT, two CLIP encoders, no T5), a StableDiffusion3Pipeline, by flow
+matching on the frozen sd15-tiny VAE's latents; --device, --bf16 and --compile for a GPU.
+Both: rerun the same command after a kill; it resumes from the last atomic checkpoint in --work (and refuses one
+made with other weight-changing settings). Every draw of step k comes from a generator seeded by (seed, stage, k),
+so a resumed run equals an uninterrupted one. train_info.json records the command, settings, wall time and loss
+curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from .config import SD15_VAE, SD3Config, SD15Config
+
+COMMON = ("seed", "n_images", "checkpoint_every", "log_every", "threads")
+ONLY = {
+    "sd15": ("steps_vae", "steps_unet", "init_from", "lr_unet", "position_repeats", "restate_share"),
+    "sd3": ("steps", "device", "batch", "bf16", "compile", "lr", "width", "layers", "vae"),
+}
+HELP = {
+    "init_from": "continue from this pipeline folder (its VAE kept)",
+    "position_repeats": "position scenes per cycle of categories",
+    "restate_share": "chance per step of showing a scene's restated caption (restate.py)",
+    "device": "cpu or cuda",
+    "bf16": "bf16 autocast (weights and optimiser stay fp32)",
+    "compile": "torch.compile text encoders + transformer as one graph",
+    "vae": "vae/ folder of a trained pipeline (frozen, copied)",
+    "threads": "CPU threads for torch",
+}
+TYPES = {"steps_vae": int, "steps_unet": int, "steps": int, "seed": int, "n_images": int, "checkpoint_every": int,
+         "log_every": int, "threads": int, "position_repeats": int, "batch": int, "width": int, "layers": int,
+         "lr_unet": float, "restate_share": float, "lr": float, "init_from": str, "device": str, "vae": str}
+
+
+def _help(name: str) -> str:
+    """The option's help with its default per architecture, e.g. 'sd15: ... (default 3000)'."""
+    text = HELP.get(name, "")
+    if name in COMMON:
+        return f"{text} (default sd15 {getattr(SD15Config, name)}, sd3 {getattr(SD3Config, name)})".strip()
+    arch, config = ("sd15", SD15Config) if name in ONLY["sd15"] else ("sd3", SD3Config)
+    default = getattr(config, name)
+    head = f"{arch}: {text}" if text else arch
+    return head + ("" if default is None or isinstance(default, bool) else f" (default {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of both architectures; unset ones take the architecture's default (config.py)."""
+    parser = argparse.ArgumentParser(prog="python -m agsm.shapes.pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=("sd15", "sd3"), default="sd15", help="the architecture (default sd15)")
+    parser.add_argument("--out", required=True, help="pipeline folder to write")
+    parser.add_argument("--work", default=None, help="checkpoint folder (default: runs/pretrain-NAME)")
+    for name in COMMON + ONLY["sd15"] + ONLY["sd3"]:
+        flag = "--" + name.replace("_", "-")
+        if name in ("bf16", "compile"):
+            parser.add_argument(flag, action="store_true", default=None, help=_help(name))
+        else:
+            parser.add_argument(flag, type=TYPES[name], default=None, help=_help(name))
+    return parser
+
+
+def options(args: argparse.Namespace) -> dict:
+    """The given options of args.arch (not --out/--work); ValueError for an option of the other architecture."""
+    other = "sd3" if args.arch == "sd15" else "sd15"
+    wrong = [name for name in ONLY[other] if getattr(args, name) is not None]
+    if wrong:
+        flags = ", ".join("--" + n.replace("_", "-") for n in wrong)
+        raise ValueError(f"{flags}: only for --arch {other}, and this run is --arch {args.arch}")
+    return {n: getattr(args, n) for n in COMMON + ONLY[args.arch] if getattr(args, n) is not None}
+
+
+def sd3_command(args: argparse.Namespace, given: dict) -> str:
+    """The run as one explicit command line: every sd3 option spelled out (the default VAE left out)."""
+    value = lambda name: given.get(name, getattr(SD3Config, name))  # noqa: E731 - given, else the default
+    flags = [f"--arch sd3 --out {shlex.quote(args.out)}", f"--steps {value('steps')}", f"--seed {value('seed')}"]
+    flags += [f"--work {shlex.quote(args.work)}"] if args.work else []
+    for name in ("device", "batch", "bf16", "compile", "lr", "n_images", "width", "layers", "checkpoint_every",
+                 "log_every", "vae", "threads"):
+        if name == "vae" and Path(value(name)) == SD15_VAE:
+            continue  # the default, not a machine-specific path
+        if isinstance(value(name), bool):
+            flags += [f"--{name.replace('_', '-')}"] if value(name) else []
+        else:
+            flags.append(f"--{name.replace('_', '-')} {shlex.quote(str(value(name)))}")
+    return "python -m agsm.shapes.pretrain " + " ".join(flags)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> Path:
+    """Train with the parsed options; returns the pipeline folder."""
+    given = options(args)
+    if args.arch == "sd3":
+        from .sd3 import pretrain
+
+        command = sd3_command(args, given)
+        steps, seed = given.pop("steps", SD3Config.steps), given.pop("seed", SD3Config.seed)
+        return pretrain(args.out, steps, seed, work_dir=args.work, command=command, **given)
+    from .sd15 import pretrain
+
+    command = "python -m agsm.shapes.pretrain " + " ".join(shlex.quote(a) for a in argv)
+    steps_vae, steps_unet = given.pop("steps_vae", SD15Config.steps_vae), given.pop("steps_unet", SD15Config.steps_unet)
+    seed = given.pop("seed", SD15Config.seed)
+    return pretrain(args.out, steps_vae, steps_unet, seed, work_dir=args.work, command=command, **given)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m agsm.shapes.pretrain`; errors in the options end the run with one line naming them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        run(args, argv)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"pretrain: {exc}") from None
