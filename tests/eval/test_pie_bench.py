@@ -131,3 +131,14 @@ def test_real_editor_and_clip_end_to_end(sd15_dir, pie_dir, tmp_path, weights):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["method"] == "ddim_inversion" and config["options"]["steps"] == 2 and config["size"] == 32
     assert Image.open(tmp_path / "out" / "edited" / "000000000000.png").size == (32, 32)
+
+
+@pytest.mark.slow
+def test_any_registered_editor_runs_through_pie_bench(sd15_dir, pie_dir, tmp_path, weights):
+    """--method and --option reach agsm.editing.edit: Plug-and-Play with a typed option, base model."""
+    args = _args(sd15_dir, pie_dir, tmp_path / "out", weights, "--steps", "2", "--num", "1", "--method", "pnp",
+                 "--option", "tau_f=0.5", "--metrics", "psnr,mse")
+    result = evaluate_pie(args)
+    assert result["n"] == 1 and set(result["metrics"]) == {"psnr", "mse"}
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["method"] == "pnp" and config["options"]["tau_f"] == 0.5
