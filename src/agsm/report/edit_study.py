@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+from .variants import cell
+
 COLUMNS = (("success", "success", 3), ("clean", "clean", 3), ("psnr_outside", "PSNR outside box (dB)", 2),
            ("objects_kept", "objects kept", 3))
 
@@ -37,9 +39,8 @@ def collect(root: Path) -> dict:
 
 
 def _cell(values: list[float], digits: int) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f} (n=1)"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    spread = statistics.stdev(values) if len(values) > 1 else None
+    return cell((statistics.mean(values), spread), digits)
 
 
 def markdown(table: dict) -> str:

@@ -33,10 +33,10 @@ def _value(result: dict, row: str):
     return result["accuracy"].get(row)
 
 
-def cell(value: tuple[float, float | None]) -> str:
+def cell(value: tuple[float, float | None], digits: int = 3) -> str:
     """'0.784 ± 0.003', or '0.617 (n=1)' where one seed gave no spread."""
     mean, std = value
-    return f"{mean:.3f} (n=1)" if std is None else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.{digits}f} (n=1)" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def markdown_table(table: dict) -> str:

@@ -10,22 +10,24 @@ no losses) still resume, unchecked.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from ...atomic_files import write_bytes
 
 log = logging.getLogger(__name__)
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through the package's atomic writer (temporary file, fsync, rename; a full disk is named):
+    a kill mid-write leaves the previous file intact."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def normalise(settings: dict) -> dict:
