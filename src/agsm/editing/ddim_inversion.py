@@ -49,11 +49,15 @@ def _schedulers(pipe, steps: int):
 
 
 @torch.no_grad()
-def _run(scheduler, pipe, latents, cond: PromptCond, guidance: float, desc: str, progress: bool):
+def _run(scheduler, pipe, latents, cond: PromptCond, guidance: float, desc: str, progress: bool,
+         trajectory: list | None = None):
+    """The scheduler's DDIM steps from `latents`; each step's latent is appended to `trajectory` when given."""
     for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False):
         model_in = scheduler.scale_model_input(latents, t)
         (prediction,) = guided_predictions(pipe, t, [(model_in, cond, guidance)])
         latents = scheduler.step(prediction, t, latents).prev_sample
+        if trajectory is not None:
+            trajectory.append(latents)
     return latents
 
 

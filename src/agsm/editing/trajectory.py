@@ -8,10 +8,8 @@ lands on z[steps - i - 1].
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
-
-from .conditioning import PromptCond, guided_predictions
-from .ddim_inversion import _schedulers
+from .conditioning import PromptCond
+from .ddim_inversion import _run, _schedulers
 from .injection import same_schedule
 
 
@@ -21,11 +19,8 @@ def invert_trajectory(pipe, x0: torch.Tensor, source: PromptCond, steps: int, gu
     """([z_0 = x0, z_1, ..., z_steps = x_T], the forward DDIMScheduler set to `steps`)."""
     inverse, forward = _schedulers(pipe, steps)
     same_schedule(inverse.timesteps, forward.timesteps)
-    latents, trajectory = x0, [x0]
-    for t in tqdm(inverse.timesteps, desc="DDIM inversion", disable=not progress, leave=False):
-        (prediction,) = guided_predictions(pipe, t, [(inverse.scale_model_input(latents, t), source, guidance)])
-        latents = inverse.step(prediction, t, latents).prev_sample
-        trajectory.append(latents)
+    trajectory = [x0]
+    _run(inverse, pipe, x0, source, guidance, "DDIM inversion", progress, trajectory)
     return trajectory, forward
 
 
