@@ -76,7 +76,10 @@ def test_switched_off_equals_ddim_inversion_and_on_differs(shapes_pipe, red_circ
     _, ddim = _latents(*args, "ddim_inversion", steps=10)
     _, plain = _latents(*args, method, steps=10, **off)
     _, injected = _latents(*args, method, steps=10)
-    torch.testing.assert_close(plain, ddim, atol=1e-5, rtol=1e-5)
+    # Switched off, the editor still batches source and target branches in one UNet call (DDIM inversion: the
+    # target alone), and multi-threaded CPU kernels round differently per batch size: 0 apart on one thread,
+    # up to 6e-5 relative on two (CI). Equal to that rounding; the injected edit differs 5x beyond it.
+    torch.testing.assert_close(plain, ddim, atol=2e-4, rtol=2e-4)
     assert (injected - ddim).abs().max().item() > 1e-3
 
 
