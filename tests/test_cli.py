@@ -71,7 +71,10 @@ def test_sample_writes_images_and_record(sd15_dir, tmp_path):
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert [i["prompt"] for i in record["images"]] == ["a red circle", "two blue squares"]
     assert [i["seed"] for i in record["images"]] == [3, 4]
+    assert [i["file"] for i in record["images"]] == ["p0000_i00.png", "p0001_i00.png"]
     assert all((tmp_path / "out" / i["file"]).is_file() for i in record["images"])
+    assert record["steps"] == 2 and record["guidance"] == 7.0  # SD1.5's evaluation sampler: no sampler.json here
+    assert record["device"] == "cpu" and record["dtype"] == "float32"  # --device/--dtype auto on a CPU
 
 
 def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir, tmp_path, capsys):
@@ -103,5 +106,61 @@ def test_sd3_train_then_sample_with_and_without_tokens(sd3_dir, image_folder, tm
               "--steps", "3", *extra])
     record = json.loads((tmp_path / "base" / "run.json").read_text())
     assert record["steps"] == 3 and record["guidance"] == 4.0 and record["size"] == 32  # SD3's defaults
-    base, tuned = (np.asarray(Image.open(tmp_path / n / "0000.png"), dtype=float) for n in ("base", "tokens"))
+    base, tuned = (np.asarray(Image.open(tmp_path / n / "p0000_i00.png"), dtype=float) for n in ("base", "tokens"))
     assert np.abs(base - tuned).max() > 0
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"agsm {version('agsm')}"
+
+
+def _subcommand_parsers(parser, words=()):
+    """(the words that pick it, its parser) for every command and sub-command under `parser`."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*words, name), sub
+                yield from _subcommand_parsers(sub, (*words, name))
+
+
+def test_every_subcommand_help_names_its_own_command(capsys):
+    from agsm.cli import build_parser
+
+    commands = [words for words, _ in _subcommand_parsers(build_parser())]
+    assert ("shapes", "pretrain") in commands and ("eval", "shapes") in commands and ("sample",) in commands
+    for words in commands:
+        with pytest.raises(SystemExit) as exc:
+            main([*words, "--help"])
+        out = capsys.readouterr().out
+        assert exc.value.code == 0, words
+        assert out.startswith(f"usage: agsm {' '.join(words)} "), (words, out[:80])
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "--model", "m", "--prompt", "a red circle", "--out", "o"],
+    ["eval", "shapes", "--model", "m", "--out", "o"],
+    ["eval", "coco", "--model", "m", "--coco", "c", "--out", "o"],
+    ["eval", "geneval-export", "--model", "m", "--metadata", "x.jsonl", "--out", "o"],
+    ["eval", "pie-bench", "--model", "m", "--pie", "p", "--out", "o"],
+    ["eval", "edit-shapes", "--model", "m", "--out", "o"],
+    ["edit", "--model", "m", "--image", "i.png", "--source-prompt", "a", "--target-prompt", "b", "--out", "o"],
+    ["train", "--config", "sd15"],
+])
+def test_device_cuda_without_cuda_is_a_clear_error(argv, tmp_path, capsys, monkeypatch):
+    """Every command that runs a model refuses a missing device before it loads anything, naming the fix."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fails_with(capsys, [*argv, "--device", "cuda"], r"--device cuda asks for a CUDA GPU.*available: cpu.*--device auto")
+
+
+def test_train_has_no_dtype_option(capsys):
+    fails_with(capsys, ["train", "--config", "sd15", "--dtype", "bf16"], r"train.mixed_precision")

@@ -111,6 +111,27 @@ def test_changed_inputs_give_a_new_key(tmp_path):
     assert _build(records, tmp_path / "cache").folder != base
 
 
+def test_in_memory_images_encode_like_their_files_and_key_by_their_bytes(tmp_path):
+    """Records holding an encoded image (bytes) or a decoded PIL image instead of a file."""
+    files = _records(tmp_path)
+    as_bytes = [Record(tmp_path / f"row{i}", r.captions, r.path.read_bytes()) for i, r in enumerate(files)]
+    as_pil = [Record(tmp_path / f"row{i}", r.captions, Image.open(r.path).convert("RGB")) for i, r in enumerate(files)]
+    ids = torch.arange(5)
+    reference = _build(files, tmp_path / "files").latents(ids)
+    first, decoded = _build(as_bytes, tmp_path / "cache"), _build(as_pil, tmp_path / "c2")
+    assert torch.equal(first.latents(ids), reference) and torch.equal(decoded.latents(ids), reference)
+    enc = FakeEncoder()
+    assert _build(as_bytes, tmp_path / "cache", enc).folder == first.folder and enc.image_calls == 0
+    changed = Image.new("RGB", (24, 20), (1, 2, 3))
+    as_pil[2] = Record(as_pil[2].path, as_pil[2].captions, changed)  # same name, other pixels
+    assert _build(as_pil, tmp_path / "c2").folder != decoded.folder
+    import io
+    buffer = io.BytesIO()
+    changed.save(buffer, format="PNG")
+    as_bytes[2] = Record(as_bytes[2].path, as_bytes[2].captions, buffer.getvalue())
+    assert _build(as_bytes, tmp_path / "cache").folder != first.folder
+
+
 def test_unreadable_and_small_images_are_skipped_and_counted(tmp_path, caplog):
     records = _records(tmp_path, n=3)
     bad = tmp_path / "imgs" / "truncated.png"

@@ -1,37 +1,10 @@
 """Saved tokens in freshly loaded stock pipelines: they change images; removal restores them."""
 import numpy as np
 import pytest
-import torch
+
+from token_file_helpers import fresh_pipeline as _fresh, images as _images, write_token_file
 
 from agsm import load_soft_tokens, remove_soft_tokens
-from agsm.token_file import save_tokens
-from agsm.tokens import SoftTokens
-
-
-def _images(pipe, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return pipe(["a red circle", "two blue squares"], num_inference_steps=4, guidance_scale=5.0,
-                generator=g, output_type="np").images
-
-
-def _fresh(path):
-    from agsm.backbones.base import load_stock_pipeline
-
-    pipe = load_stock_pipeline(path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _token_file(tmp_path, pipe, num_sets=2, scale=0.5, blocks=3):
-    from agsm.backbones.mmdit import MMDiTBackbone
-    from agsm.backbones.unet import UNetBackbone
-
-    torch.manual_seed(0)
-    backbone = UNetBackbone(pipe) if hasattr(pipe, "unet") else MMDiTBackbone(pipe)
-    per_model = blocks if backbone.family == "mmdit" else 1
-    tokens = SoftTokens(4 * per_model, backbone.token_width, num_sets=num_sets, init_std=scale)
-    placement = {"stages": "down,mid"} if backbone.family == "unet" else {"blocks": str(blocks)}
-    return save_tokens(tmp_path / "soft_tokens.safetensors", tokens, backbone.describe(), placement, "agsm", {}, 0)
 
 
 @pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
@@ -39,7 +12,7 @@ def test_tokens_change_images_and_removal_restores(model, request, tmp_path):
     path = request.getfixturevalue(model)
     untouched = _images(_fresh(path))
     pipe = _fresh(path)
-    token_file = _token_file(tmp_path, pipe)
+    token_file = write_token_file(tmp_path, pipe)
     load_soft_tokens(pipe, token_file)
     with_tokens = _images(pipe)
     assert np.abs(with_tokens - untouched).max() > 1e-3
@@ -49,7 +22,7 @@ def test_tokens_change_images_and_removal_restores(model, request, tmp_path):
 
 def test_unconditional_branch_options(sd15_dir, tmp_path):
     pipe = _fresh(sd15_dir)
-    token_file = _token_file(tmp_path, pipe)
+    token_file = write_token_file(tmp_path, pipe)
     results = {}
     for mode in ("positive", "negative", "none"):
         load_soft_tokens(pipe, token_file, uncond_tokens=mode)
@@ -60,7 +33,7 @@ def test_unconditional_branch_options(sd15_dir, tmp_path):
 
 
 def test_wrong_architecture_is_refused_naming_both(sd15_dir, sdxl_dir, tmp_path):
-    token_file = _token_file(tmp_path, _fresh(sd15_dir))
+    token_file = write_token_file(tmp_path, _fresh(sd15_dir))
     pipe = _fresh(sdxl_dir)
     with pytest.raises(ValueError, match=r"made for sd15 .*token width 32.* this model is sdxl .*token width 64"):
         load_soft_tokens(pipe, token_file)
@@ -70,7 +43,7 @@ def test_wrong_architecture_is_refused_naming_both(sd15_dir, sdxl_dir, tmp_path)
 def test_negative_branch_needs_psi_minus(sd15_dir, tmp_path):
     pipe = _fresh(sd15_dir)
     with pytest.raises(ValueError, match="needs psi-"):
-        load_soft_tokens(pipe, _token_file(tmp_path, pipe, num_sets=1), uncond_tokens="negative")
+        load_soft_tokens(pipe, write_token_file(tmp_path, pipe, num_sets=1), uncond_tokens="negative")
 
 
 def test_not_a_token_file_is_refused(sd15_dir, tmp_path):
@@ -84,7 +57,7 @@ def test_not_a_token_file_is_refused(sd15_dir, tmp_path):
 
 def test_sd3_branch_options_and_block_count(sd3_dir, tmp_path):
     pipe = _fresh(sd3_dir)
-    token_file = _token_file(tmp_path, pipe)
+    token_file = write_token_file(tmp_path, pipe)
     load_soft_tokens(pipe, token_file, uncond_tokens="positive")
     positive = _images(pipe)
     load_soft_tokens(pipe, token_file, uncond_tokens="negative")
@@ -92,7 +65,7 @@ def test_sd3_branch_options_and_block_count(sd3_dir, tmp_path):
     with pytest.raises(ValueError, match="'none' is not supported on SD3"):
         load_soft_tokens(pipe, token_file, uncond_tokens="none")
     (tmp_path / "deep").mkdir()
-    too_many = _token_file(tmp_path / "deep", pipe, blocks=len(pipe.transformer.transformer_blocks) + 1)
+    too_many = write_token_file(tmp_path / "deep", pipe, blocks=len(pipe.transformer.transformer_blocks) + 1)
     with pytest.raises(ValueError, match="blocks but this transformer has"):
         load_soft_tokens(pipe, too_many)
     assert remove_soft_tokens(pipe) and not hasattr(pipe, "_agsm_tokens")

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from agsm.backbones.factory import load_backbone
-from agsm.checkpoint import latest_checkpoint
+from agsm.checkpoint import checkpoint_step, latest_checkpoint
 from agsm.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.denoiser import TokenDenoiser
@@ -99,7 +99,7 @@ def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp
     _kill_when(proc, lambda: logged() >= 2, "step 8 was logged")  # mid-interval, past the step-6 checkpoint
     last = latest_checkpoint(out)
     assert last is not None and not (out / "soft_tokens.safetensors").exists()
-    torn = last.with_name(f"step-{int(last.name[5:]) + 6:08d}.tmp")  # a kill during a checkpoint write leaves this
+    torn = last.with_name(f"checkpoint-{checkpoint_step(last) + 6}.tmp")  # a kill during a checkpoint write leaves this
     torn.mkdir()
     (torn / "train_state.safetensors").write_bytes(b"half a file")
 

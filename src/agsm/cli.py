@@ -16,9 +16,55 @@ USER_ERRORS = (ValueError, OSError)
 
 def _train(args, extra):
     from .config import load_config
+    from .devices import accelerate_device
     from .train import train
 
-    train(load_config(args.config, extra), resume=args.resume, overwrite=args.overwrite)
+    config, resume = args.config, args.resume or False
+    if resume not in (False, "latest") and config is None:
+        # `--resume RUN` alone continues that run with its own config.yaml, in its own folder.
+        from .checkpoint import run_of
+        from .run_folder import CONFIG_NAME
+
+        run, _ = run_of(resume)
+        if not (run / CONFIG_NAME).is_file():
+            raise ValueError(f"--resume {resume}: {run} holds no {CONFIG_NAME}; give the run's config with --config")
+        config, extra = run / CONFIG_NAME, ["--train.output_dir", str(run), *extra]
+    if any(arg == "--dtype" or arg.startswith("--dtype=") for arg in extra):
+        raise ValueError("agsm train has no --dtype: its precision is the config's train.mixed_precision, e.g. "
+                         "--train.mixed_precision bf16 (no = float32, bf16, fp16)")
+    with accelerate_device(args.device):
+        train(load_config(config, extra), resume=resume, overwrite=args.overwrite)
+
+
+class _TrainHelp(argparse.Action):
+    """`agsm train -h`: the command's options, then every config option, generated from the config dataclasses.
+
+    The config options are listed here only, never added to the parser: they stay `--section.option value`
+    pairs that config.parse_overrides reads, with its own checks and messages."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .config import option_help, shipped_configs
+
+        parser.epilog = (f"shipped configs (--config NAME): {', '.join(shipped_configs())}\n"
+                         "config options override the --config file: --section.option value or --section.option=value")
+        for section, about, options in option_help():
+            group = parser.add_argument_group(f"{section} options", about)
+            for flag, metavar, text in options:
+                group.add_argument(flag, metavar=metavar, help=text.replace("%", "%%"))
+        parser.print_help()
+        parser.exit()
+
+
+def _export(args, extra):
+    from .export import export_checkpoint
+
+    if extra:
+        raise ValueError(f"unknown arguments {extra}; see agsm export -h")
+    path = export_checkpoint(args.run_folder, args.out, checkpoint=args.checkpoint, weights=args.weights)
+    print(f"wrote {path}")
 
 
 def _sample(args, extra):
@@ -28,7 +74,9 @@ def _sample(args, extra):
         raise ValueError(f"unknown arguments {extra}; see agsm sample -h")
     paths = sample(args.model, read_prompts(args.prompt, args.prompts), args.out, seed=args.seed,
                    tokens=args.tokens, steps=args.steps, guidance=args.guidance, size=args.size,
-                   uncond_tokens=args.uncond_tokens, device=args.device)
+                   uncond_tokens=args.uncond_tokens, device=args.device, dtype=args.dtype,
+                   negative_prompt=args.negative_prompt, images_per_prompt=args.images_per_prompt,
+                   batch_size=args.batch_size, token_scale=args.token_scale)
     print(f"wrote {len(paths)} images and run.json to {args.out}")
 
 
@@ -40,7 +88,8 @@ def _eval_shapes(args, extra):
     result = evaluate_shapes(args.model, args.out, tokens=args.tokens, prompts=args.prompts,
                              images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps,
                              guidance=args.guidance, uncond_tokens=args.uncond_tokens,
-                             per_category=args.per_category, batch_size=args.batch_size)
+                             per_category=args.per_category, batch_size=args.batch_size, device=args.device,
+                             dtype=args.dtype)
     print(print_summary(result))
     print(f"wrote results.json and grids to {args.out}")
 
@@ -48,51 +97,88 @@ def _eval_shapes(args, extra):
 def _shapes_pretrain(args, extra):
     from .shapes.pretraining.cli import main as pretrain_main
 
-    pretrain_main(["--arch", "sd3", *extra] if args.tool == "pretrain-sd3" else extra)
+    pretrain_main(["--arch", "sd3", *extra] if args.tool == "pretrain-sd3" else extra, prog=f"agsm shapes {args.tool}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .devices import TRAIN_DEVICE_HELP, add_device_options
+    from .sampler_defaults import GUIDANCE_HELP, STEPS_HELP
+
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"agsm {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train soft tokens; extra --section.option value pairs override the config")
-    train.add_argument("--config", help="YAML config (see configs/)")
-    train.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    train = sub.add_parser("train", help="train soft tokens; extra --section.option value pairs override the config",
+                           add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           usage="%(prog)s [-h] [--config NAME|FILE] [--resume [latest|PATH]] [--overwrite] "
+                                 "[--section.option VALUE ...]")
+    train.add_argument("-h", "--help", action=_TrainHelp, help="show this help, with every config option, and exit")
+    train.add_argument("--config", metavar="NAME|FILE",
+                       help="a YAML config file, or the name of a shipped one (sd15, sd3 ...: listed below)")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
+                       help="continue from the latest complete checkpoint (also: --resume latest), or from PATH: the "
+                            "run folder or one of its checkpoints/checkpoint-N; without --config, PATH's run "
+                            "continues with its own config.yaml")
     train.add_argument("--overwrite", action="store_true",
-                       help="start over in an output folder that holds a run (deletes its checkpoints and tokens)")
+                       help="start over in an output folder that holds a run (deletes its checkpoints, tokens and "
+                            "logs; keeps its data cache, whose entries are keyed by their inputs)")
+    train.add_argument("--device", default="auto", help=TRAIN_DEVICE_HELP)
     train.set_defaults(run=_train)
 
+    exp = sub.add_parser("export", help="write a token file from any checkpoint of a run")
+    # dest run_folder: `run` is the attribute main() calls.
+    exp.add_argument("--run", dest="run_folder", required=True, metavar="RUN_FOLDER",
+                     help="the run folder (train.output_dir of `agsm train`)")
+    exp.add_argument("--checkpoint", default="latest", metavar="checkpoint-N|latest",
+                     help="which of the run's checkpoints (default: latest)")
+    exp.add_argument("--weights", choices=("online", "ema"),
+                     help="the trained tokens or their moving average (default: the run's train.export_tokens)")
+    exp.add_argument("--out", required=True, help="folder to write soft_tokens.safetensors into")
+    exp.set_defaults(run=_export)
+
     smp = sub.add_parser("sample", help="generate images with a stock pipeline and soft tokens")
-    smp.add_argument("--model", required=True, help="local diffusers pipeline folder")
-    smp.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
-    smp.add_argument("--prompt")
-    smp.add_argument("--prompts", help="a text file, one prompt per line")
-    smp.add_argument("--out", required=True)
-    smp.add_argument("--seed", type=int, default=0)
-    smp.add_argument("--steps", type=int)
-    smp.add_argument("--guidance", type=float)
-    smp.add_argument("--size", type=int)
-    smp.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
-    smp.add_argument("--device", default="cpu")
+    smp.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
+    smp.add_argument("--tokens", help="soft_tokens.safetensors, its folder, or a Hugging Face Hub repo id holding it; "
+                                      "omit for the base model")
+    smp.add_argument("--prompt", help="the prompt (or --prompts FILE)")
+    smp.add_argument("--prompts", help="a text file, one prompt per line (or --prompt TEXT)")
+    smp.add_argument("--negative-prompt", help="what the images should not show (the unconditional branch's text)")
+    smp.add_argument("--out", required=True, help="folder for the images (p<prompt>_i<image>.png) and run.json")
+    smp.add_argument("--images-per-prompt", type=int, default=1, help="images of each prompt (default 1)")
+    smp.add_argument("--batch-size", type=int, default=4,
+                     help="images per pipeline call (default 4); the images do not depend on it")
+    smp.add_argument("--seed", type=int, default=0,
+                     help="image j of prompt p uses seed + p * images-per-prompt + j (default 0)")
+    smp.add_argument("--steps", type=int, help=STEPS_HELP)
+    smp.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
+    smp.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    smp.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
+                     help="which token set the unconditional branch sees, with --tokens (default positive)")
+    smp.add_argument("--token-scale", type=float, default=1.0,
+                     help="how strongly the tokens act, with --tokens: 0 = the base model, 1 = as trained (default)")
+    add_device_options(smp)
     smp.set_defaults(run=_sample)
 
     ev = sub.add_parser("eval", help="evaluate a model (and tokens)")
     ev_sub = ev.add_subparsers(dest="suite", required=True)
     shapes = ev_sub.add_parser("shapes", help="the ShapesWorld suite, judged exactly")
-    shapes.add_argument("--model", required=True)
-    shapes.add_argument("--tokens")
+    shapes.add_argument("--model", required=True, help="a 64 px ShapesWorld pipeline folder (e.g. the shipped "
+                                                       "src/agsm/shapes/models/sd15-tiny)")
+    shapes.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
     shapes.add_argument("--prompts", help="a suite JSONL (default: the shipped one)")
-    shapes.add_argument("--images-per-prompt", type=int, default=1)
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--steps", type=int, help="default: the model's ShapesWorld sampler (25)")
-    shapes.add_argument("--guidance", type=float, help="default: the model's ShapesWorld sampler (sd15 6, sd3 5)")
-    shapes.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
+    shapes.add_argument("--images-per-prompt", type=int, default=1, help="images of each prompt (default 1)")
+    shapes.add_argument("--seed", type=int, default=0, help="added to each suite line's own seed (default 0)")
+    shapes.add_argument("--steps", type=int, help=STEPS_HELP + "; the shipped models recommend 25")
+    shapes.add_argument("--guidance", type=float, help=GUIDANCE_HELP + "; the shipped models recommend sd15 6, sd3 5")
+    shapes.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
+                        help="which token set the unconditional branch sees, with --tokens (default positive)")
     shapes.add_argument("--per-category", type=int, help="only the first N prompts of each category")
     shapes.add_argument("--batch-size", type=int, default=50,
                         help="images per pipeline call (default 50); a killed run resumes at this grain")
-    shapes.add_argument("--out", required=True)
+    shapes.add_argument("--out", required=True, help="folder for results.json, the grids, images/ and manifest")
+    add_device_options(shapes)
     shapes.set_defaults(run=_eval_shapes)
     from .eval import coco, edit_shapes, geneval, pie_bench
     from .report import cli as report_cli
@@ -128,6 +214,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"agsm {_command_name(args)}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml), as pip reports it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agsm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed: pip install -e . to record a version)"
 
 
 def _command_name(args) -> str:

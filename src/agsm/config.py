@@ -5,12 +5,20 @@ Each dataclass checks itself on creation and names the option, the value and wha
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import logging
+from importlib.resources.abc import Traversable
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .config_types import coerce_section
+
+log = logging.getLogger("agsm.config")
+# The configs shipped in the wheel (package data), reachable by name: `agsm train --config sd15`.
+SHIPPED_CONFIGS = importlib.resources.files("agsm") / "configs"
 
 
 def _check(condition: bool, message: str) -> None:
@@ -20,13 +28,17 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = ""              # a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout)
-    resolution: int | None = None  # training image size; default: the denoiser's sample_size x VAE factor
+    path: str = field(default="", metadata={"help": "a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout)"})
+    resolution: int | None = field(default=None, metadata={
+        "help": "training image size; null: the denoiser's sample_size x the VAE factor"})
     # Flow backbones (SD3) only: how training timesteps are drawn (METHOD.md; public code: uniform).
-    timestep_sampling: str = "uniform"  # uniform | logit_normal
-    timestep_shift: float = 1.0         # SD3's shift s' = shift s / (1 + (shift - 1) s); 1 = none
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
+    timestep_sampling: str = field(default="uniform", metadata={
+        "help": "flow backbones (SD3) only: how training timesteps are drawn, uniform (public code) | logit_normal"})
+    timestep_shift: float = field(default=1.0, metadata={
+        "help": "flow backbones only: SD3's timestep shift s' = shift s / (1 + (shift - 1) s); 1 = none"})
+    logit_mean: float = field(default=0.0, metadata={"help": "mean of the logit-normal timestep draw (logit_normal)"})
+    logit_std: float = field(default=1.0, metadata={
+        "help": "standard deviation of the logit-normal timestep draw (logit_normal); > 0"})
 
     def __post_init__(self):
         _check(self.resolution is None or self.resolution >= 8, f"model.resolution {self.resolution} must be >= 8")
@@ -42,30 +54,68 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    format: str = "imagefolder"  # imagefolder: path/metadata.jsonl; coco: path = images dir + captions json
-    path: str = ""
-    captions: str = ""           # COCO captions json (format: coco)
-    cache_dir: str = ""          # default: <output_dir>/../cache
-    cache_text: bool = True      # False: encode captions every step (for caption sets too big to cache)
-    min_size: int | None = None  # images with a shorter side below this are skipped (default resolution // 2)
+    format: str = field(default="imagefolder", metadata={
+        "help": "imagefolder: path/metadata.jsonl; coco: path = the images folder, plus data.captions"})
+    path: str = field(default="", metadata={"help": "the training images: an image folder or COCO's images folder"})
+    captions: str = field(default="", metadata={"help": "the COCO captions json (data.format coco)"})
+    # The encodings are keyed by a content hash (data/cache.py), so one folder can serve many runs safely.
+    cache_dir: str = field(default="", metadata={
+        "help": "a cache of encoded latents and captions shared by runs: each encoding is stored under a key that "
+                "hashes the encoders (config and weights), resolution, dtype, cache_text, min_size and every "
+                "image's path, size, mtime and captions, so runs on the same data and backbone reuse it and "
+                "anything else gets its own entry. '': <output_dir>/cache, private to the run (kept by --overwrite, "
+                "since a changed input never reuses an entry)"})
+    cache_text: bool = field(default=True, metadata={
+        "help": "false: encode captions every step (for caption sets too big to cache)"})
+    min_size: int | None = field(default=None, metadata={
+        "help": "images with a shorter side below this are skipped; null: resolution // 2"})
+    # Hugging Face datasets (data.format hf; docs/data.md): data.path is a save_to_disk folder, a folder, file or
+    # glob load_dataset reads, or a hub dataset id.
+    hf_builder: str = field(default="", metadata={
+        "help": "data.format hf: the load_dataset builder for data.path (parquet, csv, json, imagefolder ...); "
+                "'': a save_to_disk folder, or what load_dataset infers from the folder or file"})
+    split: str = field(default="train", metadata={"help": "data.format hf: the dataset split to train on"})
+    image_column: str = field(default="image", metadata={
+        "help": "data.format hf: the column of images (datasets.Image, image bytes, or image file paths)"})
+    caption_column: str = field(default="text", metadata={
+        "help": "data.format hf: the column of captions, a string or a list of strings per row"})
+    streaming: bool = field(default=False, metadata={
+        "help": "data.format hf: read the dataset as a stream (load_dataset streaming=True), encoding it in one "
+                "pass without holding its images in memory"})
+    max_images: int | None = field(default=None, metadata={
+        "help": "use only the first max_images images (rows) of the data; null: all"})
 
     def __post_init__(self):
-        _check(self.format in ("imagefolder", "coco"),
-               f"data.format {self.format!r} is not one of 'imagefolder', 'coco'")
+        _check(self.format in ("imagefolder", "coco", "hf"),
+               f"data.format {self.format!r} is not one of 'imagefolder', 'coco', 'hf'")
+        _check(self.max_images is None or self.max_images >= 1,
+               f"data.max_images {self.max_images} must be >= 1 (or null for all images)")
+        _check(self.format == "hf" or not (self.streaming or self.hf_builder),
+               f"data.streaming and data.hf_builder apply to Hugging Face datasets; set data.format hf "
+               f"(data.format is {self.format!r})")
+        _check(bool(self.split and self.image_column and self.caption_column),
+               "data.split, data.image_column and data.caption_column must not be empty")
 
 
 @dataclass
 class TokenConfig:
-    num_tokens: int = 4          # per set (UNet) or per block (MM-DiT)
-    stages: list[str] = field(default_factory=lambda: ["down", "mid"])  # UNet stages that get tokens
-    blocks: int = 5              # MM-DiT: the first `blocks` transformer blocks get their own tokens
-    init: str = "normal"         # normal(0, init_std), or empty_prompt: the empty prompt's BOS + normal offset
-    init_std: float = 0.02
-    num_buckets: int = 100
+    num_tokens: int = field(default=4, metadata={"help": "soft tokens per set (UNet) or per block (MM-DiT)"})
+    stages: list[str] = field(default_factory=lambda: ["down", "mid"], metadata={
+        "help": "UNet stages whose cross-attention gets the tokens: a subset of down, mid, up"})
+    blocks: int = field(default=5, metadata={
+        "help": "MM-DiT (SD3): the first `blocks` transformer blocks get their own tokens"})
+    init: str = field(default="normal", metadata={
+        "help": "normal: normal(0, init_std); empty_prompt: the empty prompt's BOS embedding plus that normal offset"})
+    init_std: float = field(default=0.02, metadata={"help": "standard deviation of the tokens' random start"})
+    num_buckets: int = field(default=100, metadata={
+        "help": "rows of the time table: the timesteps are split into this many buckets, each with its own offset"})
     # MM-DiT: one time table shared by all blocks' tokens, or one per block (public SD3 code), and its start:
     # zeros, or normal(0, time_init_std) (public code 0.02).
-    time_table: str = "shared"
-    time_init_std: float = 0.0
+    time_table: str = field(default="shared", metadata={
+        "help": "MM-DiT: one time table shared by all blocks' tokens (shared) or one per block (per_block, the "
+                "public SD3 code)"})
+    time_init_std: float = field(default=0.0, metadata={
+        "help": "the time table's start: zeros (0), or normal(0, time_init_std) (public code 0.02)"})
 
     def __post_init__(self):
         _check(self.num_tokens >= 1, f"tokens.num_tokens {self.num_tokens} must be >= 1")
@@ -81,33 +131,53 @@ class TokenConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "agsm"           # agsm | softrepa | dsm
+    name: str = field(default="agsm", metadata={"help": "the training objective: agsm | softrepa | dsm"})
     # AGSM (METHOD.md "AGSM loss")
-    gamma_pos: float = 1.0
-    gamma_neg: float = 1.0
-    temperature: float = 0.1     # Plackett-Luce softmax temperature (public code value)
+    gamma_pos: float = field(default=1.0, metadata={
+        "help": "AGSM: weight of the guidance shift in the positive pairs' targets, y + gamma_pos D"})
+    gamma_neg: float = field(default=1.0, metadata={
+        "help": "AGSM: weight of the shift in the negative pairs' targets, y - gamma_neg D; 0 drops psi- and the "
+                "negative term (the positive-only ablation)"})
+    temperature: float = field(default=0.1, metadata={
+        "help": "AGSM: Plackett-Luce softmax temperature over the captions (public code value)"})
     # Where the implicit reward's error is measured (beyond the paper): in the model's target space (paper, code),
     # or in v-space, where an eps model's reward gaps no longer vanish at large t (docs/study.md, item 1).
-    reward_space: str = "target"
-    shared_tokens: bool = False  # ablation: psi+ and psi- are one tensor
-    bradley_terry: bool = False  # ablation: one negative per image (K = 2)
-    ema_decay: float = 0.9999
+    reward_space: str = field(default="target", metadata={
+        "help": "where the implicit reward's error is measured: target (the model's target space: paper, code) | "
+                "velocity (v-space, beyond the paper: an eps model's reward gaps no longer vanish at large t)"})
+    shared_tokens: bool = field(default=False, metadata={"help": "ablation: psi+ and psi- are one tensor"})
+    bradley_terry: bool = field(default=False, metadata={"help": "ablation: one negative per image (K = 2)"})
+    ema_decay: float = field(default=0.9999, metadata={
+        "help": "decay of the EMA tokens that give AGSM's targets, updated every step (public code 0.9999)"})
     # EMA tokens at step 0: a copy of the online tokens, or their own normal(0, init_std) draw (public code),
     # which keeps the targets' reference near the plain model for the first thousands of steps.
-    ema_init: str = "copy"
+    ema_init: str = field(default="copy", metadata={
+        "help": "EMA tokens at step 0: copy (of the online tokens) | independent (their own normal(0, init_std) "
+                "draw, public code: keeps the targets' reference near the plain model for thousands of steps)"})
     # Hard negatives (beyond the paper): this fraction of each image's K - 1 negatives is replaced by its own
     # caption with one attribute changed (data/perturb.py), of the kinds listed.
-    hard_negatives: float = 0.0
-    hard_negative_kinds: list[str] = field(default_factory=lambda: ["color", "shape", "count", "relation"])
-    noise_sharing: str = "image"  # image (paper) | batch (public code)
+    hard_negatives: float = field(default=0.0, metadata={
+        "help": "beyond the paper: this fraction of each image's K - 1 negatives is replaced by its own caption "
+                "with one attribute changed (data/perturb.py); 0 to 1"})
+    hard_negative_kinds: list[str] = field(default_factory=lambda: ["color", "shape", "count", "relation"], metadata={
+        "help": "which attributes a hard negative may change: a subset of color, shape, count, relation"})
+    noise_sharing: str = field(default="image", metadata={
+        "help": "one t and noise per image (image, the paper) or for the whole batch (batch, the public code)"})
     # Where the EMA prediction is evaluated (flow backbones): previous_step = one Euler step earlier, x_{t+dt}
     # (the paper's derivation); x_t (public code). auto: previous_step on flow backbones, x_t on UNets.
-    ema_at: str = "auto"
-    ema_step: float = 1000 / 28  # dt in timesteps: one step of the 28-step SD3 sampler
+    ema_at: str = field(default="auto", metadata={
+        "help": "where the EMA prediction is evaluated: previous_step (one Euler step earlier, x_{t+dt}: the paper's "
+                "derivation) | x_t (public code) | auto (previous_step on flow backbones, x_t on UNets)"})
+    ema_step: float = field(default=1000 / 28, metadata={
+        "help": "dt of ema_at previous_step, in timesteps: 1000 / 28, one step of the 28-step SD3 sampler"})
     # SoftREPA
-    softrepa_temperature: float = 0.07
-    softrepa_scale: float = 4.0
-    diagonal_weight: float = 0.0  # public code: 10 on SD1.5/SDXL
+    softrepa_temperature: float = field(default=0.07, metadata={
+        "help": "SoftREPA: tau in logits = scale * exp(-err / tau) (public code 0.07)"})
+    softrepa_scale: float = field(default=4.0, metadata={
+        "help": "SoftREPA: scale in logits = scale * exp(-err / tau) (public code 4)"})
+    diagonal_weight: float = field(default=0.0, metadata={
+        "help": "SoftREPA: weight d of the extra d * mean positive-pair error (public code: 10 on SD1.5/SDXL, 0 on "
+                "SD3)"})
 
     def __post_init__(self):
         _check(self.name in ("agsm", "softrepa", "dsm"),
@@ -138,41 +208,84 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/agsm"
-    steps: int = 1000
-    images_per_step: int = 4     # per process; each image meets every caption of the batch (4 x 4 = 16 pairs)
-    gather_captions: bool = False  # with several processes, contrast each image with the global batch's captions
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    restart_every: int = 1000    # cosine schedule with warm restarts: iterations per cycle
-    min_lr: float = 0.0
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    seed: int = 0
+    output_dir: str = field(default="runs/agsm", metadata={
+        "help": "the run folder: config.yaml, checkpoints/, the token files, logs and (by default) the data cache"})
+    steps: int = field(default=1000, metadata={"help": "optimiser steps of the whole run"})
+    images_per_step: int = field(default=4, metadata={
+        "help": "images per process and step; each image meets every caption of the batch (4 x 4 = 16 pairs)"})
+    gather_captions: bool = field(default=False, metadata={
+        "help": "with several processes, contrast each image with the global batch's captions"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the cosine schedule's peak)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    restart_every: int = field(default=1000, metadata={
+        "help": "cosine schedule with warm restarts: iterations per cycle"})
+    min_lr: float = field(default=0.0, metadata={"help": "the cosine schedule's floor"})
+    mixed_precision: str = field(default="no", metadata={
+        "help": "no | bf16 | fp16: the frozen backbone's weights and autocast (fp16 adds loss scaling)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the denoiser's activations in the backward pass: less memory, slower steps"})
+    checkpoint_every: int = field(default=500, metadata={
+        "help": "write checkpoints/checkpoint-N every this many steps (and at the last step)"})
+    # diffusers' training scripts' name for the same setting; `keep_checkpoints` is its deprecated alias.
+    checkpoints_total_limit: int | None = field(default=2, metadata={
+        "help": "how many checkpoints to keep, the newest; null keeps all (old name: keep_checkpoints)"})
+    log_every: int = field(default=10, metadata={"help": "log loss, lr and token norms every this many steps"})
+    seed: int = field(default=0, metadata={"help": "seeds the tokens' start, the batch order and every step's draws"})
     # Non-finite steps (NaN/inf loss or gradient) skipped before training stops; each is counted and logged.
-    max_bad_steps: int = 0
+    max_bad_steps: int = field(default=0, metadata={
+        "help": "non-finite steps (NaN/inf loss or gradient) skipped before training stops; each is counted and "
+                "logged"})
+    # The public code samples with the online tokens (METHOD.md, "Details of the public training code").
+    export_tokens: str = field(default="online", metadata={
+        "help": "which tokens are the run's soft_tokens.safetensors: online (the trained tokens, what the public "
+                "code samples with) | ema (their moving average); the other is written beside it as "
+                "soft_tokens_ema.safetensors or soft_tokens_online.safetensors"})
+    # Tracking and validation images (docs/data.md "Tracking and validation images"; trackers.py, validation.py).
+    report_to: str = field(default="tensorboard", metadata={
+        "help": "where metrics and validation images go: tensorboard (<output_dir>/agsm) | wandb | all | none; "
+                "train_log.jsonl is written in every case"})
+    validation_prompts: list[str] = field(default_factory=list, metadata={
+        "help": "prompts drawn with the current tokens every validation_every steps and at the end (and once at "
+                "step 0 without tokens) into <output_dir>/validation/step-N/<i>.png; empty: no validation"})
+    validation_every: int = field(default=500, metadata={"help": "steps between validation images"})
+    validation_seed: int = field(default=0, metadata={
+        "help": "validation image i is drawn from seed validation_seed + i"})
+    validation_steps: int | None = field(default=None, metadata={
+        "help": "sampler steps of the validation images; null: the model's recommended sampler, else its "
+                "architecture's (SD1.5/SDXL 30, SD3 28)"})
+    validation_guidance: float | None = field(default=None, metadata={
+        "help": "classifier-free guidance of the validation images; null: as validation_steps"})
 
     def __post_init__(self):
         _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
+        _check(self.report_to in ("tensorboard", "wandb", "all", "none"),
+               f"train.report_to {self.report_to!r} is not one of 'tensorboard', 'wandb', 'all', 'none'")
+        _check(self.validation_every >= 1, f"train.validation_every {self.validation_every} must be >= 1")
+        _check(self.validation_steps is None or self.validation_steps >= 1,
+               f"train.validation_steps {self.validation_steps} must be >= 1 (or null for the model's sampler)")
+        _check(all(p.strip() for p in self.validation_prompts),
+               f"train.validation_prompts {self.validation_prompts} holds an empty prompt; remove it")
         _check(self.images_per_step >= 2, f"train.images_per_step {self.images_per_step} must be >= 2 "
                "(contrast needs another caption in the batch)")
         _check(self.mixed_precision in ("no", "bf16", "fp16"),
                f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
-        _check(self.checkpoint_every >= 1 and self.restart_every >= 1 and self.keep_checkpoints >= 1,
-               "train.checkpoint_every, restart_every and keep_checkpoints must be >= 1")
+        _check(self.checkpoint_every >= 1 and self.restart_every >= 1,
+               "train.checkpoint_every and restart_every must be >= 1")
+        _check(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
+               f"train.checkpoints_total_limit {self.checkpoints_total_limit} must be >= 1 (or null to keep all)")
         _check(self.max_bad_steps >= 0, f"train.max_bad_steps {self.max_bad_steps} must be >= 0")
+        _check(self.export_tokens in ("online", "ema"),
+               f"train.export_tokens {self.export_tokens!r} is not one of 'online', 'ema'")
 
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    tokens: TokenConfig = field(default_factory=TokenConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the frozen diffusers backbone"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "images, captions and their cache"})
+    tokens: TokenConfig = field(default_factory=TokenConfig, metadata={"help": "the soft tokens and where they go"})
+    method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "the objective and its settings"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+        "help": "optimiser, schedule, checkpoints, logging and the exported token file"})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -187,6 +300,27 @@ def _section_types() -> dict[str, type]:
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
+# Old option names still read (with a warning), because the config.yaml of earlier runs holds them:
+# (section, old name) -> new name.
+RENAMED_OPTIONS = {("train", "keep_checkpoints"): "checkpoints_total_limit"}
+
+
+def _apply_renames(raw: dict) -> dict:
+    """`raw` with deprecated option names replaced by their new names, each logged once as a warning."""
+    out = dict(raw)
+    for (section, old), new in RENAMED_OPTIONS.items():
+        values = out.get(section)
+        if not isinstance(values, dict) or old not in values:
+            continue
+        _check(new not in values, f"{section}.{old} is the old name of {section}.{new}; give only {section}.{new}")
+        values = dict(values)
+        values[new] = values.pop(old)
+        out[section] = values
+        log.warning("config option %s.%s is deprecated: it is now called %s.%s (read as that)", section, old,
+                    section, new)
+    return out
+
+
 def from_dict(raw: dict) -> Config:
     """A Config from nested dicts (YAML, overrides); every value is checked against its field's type first."""
     _check(isinstance(raw, dict), f"a config must be a mapping of sections (model, data, ...), got "
@@ -194,6 +328,7 @@ def from_dict(raw: dict) -> Config:
     sections = _section_types()
     unknown = sorted(set(raw) - set(sections))
     _check(not unknown, f"unknown config sections {unknown}; valid: {sorted(sections)}")
+    raw = _apply_renames(raw)
     built = {}
     for name, cls in sections.items():
         values = coerce_section(name, cls, raw.get(name))
@@ -202,6 +337,45 @@ def from_dict(raw: dict) -> Config:
         _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
         built[name] = cls(**values)
     return Config(**built)
+
+
+def option_help() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """[(section, its help, [('--section.option', TYPE, 'help (default: value)'), ...]), ...] from the dataclass
+    fields' help metadata: what `agsm train -h` lists, so every option is documented exactly once."""
+    table = []
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory
+        hints = typing.get_type_hints(cls)
+        options = []
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            options.append((f"--{section.name}.{f.name}", _type_name(hints[f.name]),
+                            f"{f.metadata.get('help', '')} (default: {_shown(default)})"))
+        table.append((section.name, section.metadata.get("help", ""), options))
+    return table
+
+
+def _type_name(declared) -> str:
+    """INT, FLOAT, STR, BOOL, INT|NULL, LIST[STR]: the metavar `agsm train -h` shows for a field type."""
+    if typing.get_origin(declared) is list:
+        return f"LIST[{_type_name(typing.get_args(declared)[0])}]"
+    args = [a for a in typing.get_args(declared) if a is not type(None)]
+    if args and len(args) < len(typing.get_args(declared)):  # X | None
+        return f"{_type_name(args[0])}|NULL"
+    return declared.__name__.upper()
+
+
+def _shown(value) -> str:
+    """A default as one would write it in YAML or on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value) if value == "" else str(value)
 
 
 def parse_overrides(args: list[str]) -> dict:
@@ -229,18 +403,38 @@ def _yaml_value(text: str):
         return text
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship in the package (agsm/configs/<name>.yaml), for `--config <name>`."""
+    return sorted(p.name.removesuffix(".yaml") for p in SHIPPED_CONFIGS.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Traversable:
+    """A config file: `name_or_path` if it is a file, else the shipped config of that name (sd15, sd3 ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    shipped = SHIPPED_CONFIGS / f"{text.removesuffix('.yaml')}.yaml"
+    if "/" not in text and "\\" not in text and shipped.is_file():
+        return shipped
+    raise ValueError(f"config {text!r} is neither a file nor a shipped config; give a YAML file's path or one of "
+                     f"the shipped names: {', '.join(shipped_configs())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """The config of a YAML file (or a shipped config's name, e.g. 'sd15'), then the overrides on top."""
     raw = {}
     if path is not None:
-        path = Path(path)
-        _check(path.is_file(), f"config file {path} does not exist")
+        path = resolve_config(path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
         _check(isinstance(raw, dict), f"config file {path} must hold a mapping of sections (model:, data:, "
                f"train: ...), not a {type(raw).__name__}")
+        raw = _apply_renames(raw)
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    extra = _apply_renames(extra)  # renamed per source, so an override of the new name wins over a file's old name
     for section, values in extra.items():
         current = raw.setdefault(section, {})
         _check(isinstance(current, dict), f"config section {section!r} must be a mapping of options, got "

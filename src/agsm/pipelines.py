@@ -1,20 +1,78 @@
-"""Soft tokens in stock diffusers pipelines: `load_soft_tokens(pipe, path)` and `remove_soft_tokens(pipe)`.
+"""Soft tokens in stock diffusers pipelines, loaded, scaled, switched and unloaded the way diffusers handles
+its add-ons (LoRA, IP-Adapter):
+
+    from agsm import load_soft_tokens, set_soft_tokens_scale, unload_soft_tokens
+    load_soft_tokens(pipe, "runs/sd15-agsm")                  # a folder, a token file, or a Hub repo id
+    set_soft_tokens_scale(pipe, 0.5)                          # 0 = the stock pipeline, 1 = as trained
+    unload_soft_tokens(pipe)                                  # the stock pipeline again
 
 Works for StableDiffusionPipeline, StableDiffusionXLPipeline and StableDiffusion3Pipeline (and the other
-pipelines of these denoisers: img2img, inpainting ...). All checks run before the pipeline is touched.
+pipelines of these denoisers: img2img, inpainting ...), whose classes stay stock: tokens go in through attention
+processors and hooks (agsm.tokens). Every check runs before the pipeline is touched.
 psi+ goes to both guidance branches by default (METHOD.md, Inference); `uncond_tokens='negative'` puts
 psi- in the unconditional branch and `'none'` hides the tokens from it (UNet models only).
+
+Adapter names. Several token files may be loaded, each under its own `adapter_name`, and exactly one of them (or
+none) is active: the one loaded last, or the one `set_soft_tokens_adapter(pipe, name)` picks. This follows
+diffusers, which keeps every loaded LoRA adapter and makes the newly loaded one active, so switching back costs
+no file access. Unlike LoRA weights, which add up, two token sets are never combined: each was trained alone
+against the frozen backbone, as the only tokens in the context, and a context holding two sets is one that no
+training saw. Loading under a name already in use replaces that adapter; both events are logged.
+
+The scale (per adapter, kept when switching) interpolates every token-carrying attention layer's output between
+the stock layer and the trained one, as a LoRA scale does (agsm.tokens.injector): 0 gives images bit-identical to
+the stock pipeline, 1 exactly the trained behaviour, values in between lie between them, above 1 extrapolates.
 """
 from __future__ import annotations
+
+import logging
+import math
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from .backbones.unet import unet_architecture
-from .token_file import check_compatible, read_tokens, resolve_token_path, tokens_from_file
-from .tokens import NEGATIVE, POSITIVE, TokenInjector, install_tokens
+from .token_file import check_compatible, locate_token_file, read_tokens, tokens_from_file
+from .tokens import NEGATIVE, POSITIVE, SoftTokens, TokenInjector, install_tokens
 
+log = logging.getLogger("agsm.pipelines")
 UNCOND_CHOICES = ("positive", "negative", "none")
-_ATTR = "_agsm_tokens"
+_ATTR = "_agsm_tokens"              # the active adapter's TokenInjector (editing/token_scope.py switches it off)
+_ADAPTERS = "_agsm_token_adapters"  # every loaded adapter: a _Loaded
+
+
+@dataclass
+class _Adapter:
+    source: str   # what the user passed: a path or a Hub repo id
+    path: Path    # the token file it resolved to
+    tokens: SoftTokens
+    meta: dict[str, str]
+    uncond_tokens: str
+    scale: float
+
+
+@dataclass
+class _Loaded:
+    adapters: dict[str, _Adapter] = field(default_factory=dict)
+    active: str | None = None
+
+
+@dataclass(frozen=True)
+class SoftTokenAdapter:
+    """One loaded adapter, as `list_soft_tokens` reports it."""
+
+    name: str
+    source: str
+    path: str
+    scale: float
+    uncond_tokens: str
+    active: bool
+    method: str | None
+    step: int | None
+    architecture: str | None
+    num_tokens: int
 
 
 def denoiser_of(pipe):
@@ -45,11 +103,24 @@ def _model_info(pipe) -> dict:
             "token_width": pipe.unet.config.cross_attention_dim}
 
 
-def load_soft_tokens(pipe, path, uncond_tokens: str = "positive") -> TokenInjector:
-    """Install the tokens of `path` (a soft_tokens.safetensors file or its folder) into `pipe`."""
+def load_soft_tokens(pipe, source, *, adapter_name: str = "default", scale: float = 1.0,
+                     uncond_tokens: str = "positive", subfolder: str | None = None, weight_name: str | None = None,
+                     revision: str | None = None) -> TokenInjector:
+    """Load soft tokens into `pipe` under `adapter_name` and make them the active adapter; returns its injector.
+
+    Adapters loaded earlier under other names stay loaded but inactive (one active at a time: each token set was
+    trained as the only one in the context, see the module docstring); `adapter_name` already in use is replaced.
+
+    `source`: a soft_tokens.safetensors file, its folder (a training run's output folder), or a Hugging Face Hub
+    repo id, from which `subfolder`/`weight_name` (default soft_tokens.safetensors) at `revision` is fetched into
+    the Hub cache (HF_HUB_OFFLINE: from the cache only). A local path always wins and never touches the network.
+    `weight_name="soft_tokens_ema.safetensors"` picks a run's EMA tokens. `scale`: see set_soft_tokens_scale.
+    """
+    _check_name(adapter_name)
+    scale = _checked_scale(scale)
     if uncond_tokens not in UNCOND_CHOICES:
         raise ValueError(f"uncond_tokens {uncond_tokens!r} is not one of {UNCOND_CHOICES}")
-    path = resolve_token_path(path)
+    path = locate_token_file(source, subfolder=subfolder, weight_name=weight_name, revision=revision)
     tensors, meta = read_tokens(path)
     info = _model_info(pipe)
     check_compatible(meta, info, path)
@@ -64,13 +135,102 @@ def load_soft_tokens(pipe, path, uncond_tokens: str = "positive") -> TokenInject
         raise ValueError(f"soft tokens {path} go into {meta['blocks']} blocks but this transformer has "
                          f"{len(model.transformer_blocks)}; train tokens for this model with `agsm train`")
     tokens = tokens_from_file(tensors, meta).to(model.device)
-    remove_soft_tokens(pipe)
-    injector = install_tokens(model, info["family"], tokens, meta)
-    if uncond_tokens == "negative":
+
+    loaded = getattr(pipe, _ADAPTERS, None) or _Loaded()
+    others = sorted(set(loaded.adapters) - {adapter_name})
+    if adapter_name in loaded.adapters:
+        log.info("soft tokens %r: replacing %s with %s", adapter_name, loaded.adapters[adapter_name].path, path)
+    elif others:
+        log.info("soft tokens %r loaded from %s and now active; %s stay loaded (set_soft_tokens_adapter(pipe, name) "
+                 "switches back)", adapter_name, path, ", ".join(map(repr, others)))
+    loaded.adapters[adapter_name] = _Adapter(str(source), path, tokens, meta, uncond_tokens, scale)
+    setattr(pipe, _ADAPTERS, loaded)
+    _bind_methods(pipe)
+    return _activate(pipe, loaded, adapter_name)
+
+
+def set_soft_tokens_adapter(pipe, adapter_name: str | None) -> TokenInjector | None:
+    """Make the loaded adapter `adapter_name` the active one (None: none, the stock pipeline, all kept loaded)."""
+    loaded = _loaded(pipe)
+    if adapter_name is not None:
+        _adapter(loaded, adapter_name)
+    if adapter_name == loaded.active:
+        return getattr(pipe, _ATTR, None)
+    return _activate(pipe, loaded, adapter_name)
+
+
+def set_soft_tokens_scale(pipe, scale: float, adapter_name: str | None = None) -> None:
+    """Set an adapter's scale (default: the active adapter's): 0 = the stock pipeline (bit-identical images),
+    1 = as trained, in between = each token-carrying attention layer's output interpolated between the two,
+    above 1 = extrapolated. An inactive adapter keeps its scale until it is activated."""
+    scale = _checked_scale(scale)
+    loaded = _loaded(pipe)
+    name = adapter_name if adapter_name is not None else loaded.active
+    if name is None:
+        raise ValueError(f"no soft tokens are active (loaded: {_names(loaded)}); pass adapter_name=, or activate one "
+                         "with set_soft_tokens_adapter(pipe, name)")
+    _adapter(loaded, name).scale = scale
+    if name == loaded.active:
+        getattr(pipe, _ATTR).scale = scale
+
+
+def unload_soft_tokens(pipe, adapter_name: str | None = None) -> bool:
+    """Unload one adapter, or all of them (None), giving back the stock pipeline; returns whether any was loaded.
+
+    Unloading the active adapter leaves the pipeline stock even when others stay loaded (it never switches to
+    another file by itself); `set_soft_tokens_adapter` activates one of them.
+    """
+    loaded = getattr(pipe, _ADAPTERS, None)
+    if adapter_name is None:
+        if loaded is None:
+            return False
+        _forget_all(pipe, loaded)
+        return True
+    if loaded is None:
+        raise ValueError(f"no soft tokens named {adapter_name!r} are loaded (none are); nothing to unload")
+    _adapter(loaded, adapter_name)
+    if loaded.active == adapter_name:
+        _activate(pipe, loaded, None)
+    del loaded.adapters[adapter_name]
+    if not loaded.adapters:
+        _forget_all(pipe, loaded)
+    elif loaded.active is None:
+        log.info("soft tokens %r unloaded; the pipeline runs without tokens, %s stay loaded "
+                 "(set_soft_tokens_adapter(pipe, name) activates one)", adapter_name, _names(loaded))
+    return True
+
+
+remove_soft_tokens = unload_soft_tokens  # the name of agsm 0.1
+
+
+def list_soft_tokens(pipe) -> dict[str, SoftTokenAdapter]:
+    """The loaded adapters by name (empty when none), each with its file, scale and whether it is active."""
+    loaded = getattr(pipe, _ADAPTERS, None)
+    if loaded is None:
+        return {}
+    return {name: SoftTokenAdapter(name, a.source, str(a.path), a.scale, a.uncond_tokens, name == loaded.active,
+                                   a.meta.get("method"), int(a.meta["step"]) if "step" in a.meta else None,
+                                   a.meta.get("architecture"), a.tokens.num_tokens)
+            for name, a in loaded.adapters.items()}
+
+
+def _activate(pipe, loaded: _Loaded, name: str | None) -> TokenInjector | None:
+    """Take the current injector out and install `name`'s (None: none); the adapters' placements may differ."""
+    current = getattr(pipe, _ATTR, None)
+    if current is not None:
+        current.remove()
+        delattr(pipe, _ATTR)
+    loaded.active = name
+    if name is None:
+        return None
+    adapter = loaded.adapters[name]
+    injector = install_tokens(denoiser_of(pipe), adapter.meta["family"], adapter.tokens, adapter.meta)
+    injector.scale = adapter.scale
+    if adapter.uncond_tokens == "negative":
         injector.set_index_fn = lambda batch: _by_branch(pipe, batch, NEGATIVE, POSITIVE, torch.long)
-    elif uncond_tokens == "none":
+    elif adapter.uncond_tokens == "none":
         injector.hidden_fn = lambda batch: _by_branch(pipe, batch, True, False, torch.bool)
-    injector.metadata = meta
+    injector.metadata = adapter.meta
     setattr(pipe, _ATTR, injector)
     return injector
 
@@ -83,11 +243,59 @@ def _by_branch(pipe, batch: int, uncond_value, cond_value, dtype):
     return torch.tensor([uncond_value] * half + [cond_value] * (batch - half), dtype=dtype)
 
 
-def remove_soft_tokens(pipe) -> bool:
-    """Give the pipeline back its stock UNet processors; returns whether tokens were installed."""
-    injector = getattr(pipe, _ATTR, None)
-    if injector is None:
-        return False
-    injector.remove()
-    delattr(pipe, _ATTR)
-    return True
+def _forget_all(pipe, loaded: _Loaded) -> None:
+    _activate(pipe, loaded, None)
+    delattr(pipe, _ADAPTERS)
+    _unbind_methods(pipe)
+
+
+# Bound to the pipeline instance while tokens are loaded: pipe.set_soft_tokens_scale(0.5), pipe.unload_soft_tokens().
+_METHODS = {"set_soft_tokens_scale": set_soft_tokens_scale, "set_soft_tokens_adapter": set_soft_tokens_adapter,
+            "unload_soft_tokens": unload_soft_tokens, "list_soft_tokens": list_soft_tokens}
+
+
+def _bind_methods(pipe) -> None:
+    for name, function in _METHODS.items():
+        if not hasattr(type(pipe), name):  # never shadow a method the pipeline class itself has
+            setattr(pipe, name, types.MethodType(function, pipe))
+
+
+def _unbind_methods(pipe) -> None:
+    for name, function in _METHODS.items():
+        if getattr(vars(pipe).get(name), "__func__", None) is function:
+            delattr(pipe, name)
+
+
+def _loaded(pipe) -> _Loaded:
+    loaded = getattr(pipe, _ADAPTERS, None)
+    if loaded is None:
+        raise ValueError(f"no soft tokens are loaded into this {type(pipe).__name__}; load some with "
+                         "load_soft_tokens(pipe, path_or_hub_id)")
+    return loaded
+
+
+def _adapter(loaded: _Loaded, name: str) -> _Adapter:
+    if name not in loaded.adapters:
+        raise ValueError(f"no soft tokens named {name!r} are loaded (loaded: {_names(loaded)}); load them with "
+                         f"load_soft_tokens(pipe, path, adapter_name={name!r})")
+    return loaded.adapters[name]
+
+
+def _names(loaded: _Loaded) -> str:
+    return ", ".join(map(repr, loaded.adapters)) or "none"
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"adapter_name {name!r} must be a non-empty string, e.g. 'default'")
+
+
+def _checked_scale(scale) -> float:
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(scale, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"soft token scale {scale!r} must be a finite number >= 0 (0: the stock pipeline, 1: as "
+                         "trained)")
+    return value

@@ -8,6 +8,14 @@
   (seed, method, data, batch, lr, tokens ...) are refused, listed; those that do not (the options in
   RESUMABLE_CHANGES) are allowed and logged.
 Only then is the new config.yaml written.
+
+`--resume PATH` (`resume_point`) names the run folder itself or one of its checkpoints; it must be this run's
+folder (train.output_dir), so the comparison above is with the config of the run that wrote the checkpoint, and
+only the latest checkpoint may be resumed, since later ones would otherwise be taken for this run's progress.
+
+The default data cache, <run>/cache, is not part of a run: it neither makes a folder "hold a run" nor is
+deleted by --overwrite. Its entries are keyed by a hash of everything they encode (data/cache.py), so a new run
+never reads an entry made from other inputs, and keeping it saves encoding the data again.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from . import atomic_files
-from .checkpoint import checkpoint_dir, finished_checkpoints
+from .checkpoint import checkpoint_dir, finished_checkpoints, run_of
 from .config import Config, from_dict
 from .errors import AgsmError
 from .run_lock import RunLock
@@ -29,9 +37,14 @@ log = logging.getLogger("agsm.train")
 CONFIG_NAME = "config.yaml"
 # Options that may differ on --resume: how long, how often to log or save, where files go, memory savings, and
 # how many non-finite steps to skip (raised to get past a bad batch). Everything else shapes the tokens.
-RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir"}
-RUN_OUTPUTS = (FILE_NAME, "soft_tokens_ema.safetensors", "train_log.jsonl")
+# Which token file is the main one (train.export_tokens) changes only the export, not the tokens.
+# Where metrics go (train.report_to) and the validation images (train.validation_*) never touch the tokens.
+RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.checkpoints_total_limit",
+                     "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir",
+                     "train.export_tokens", "train.report_to", "train.validation_prompts", "train.validation_every",
+                     "train.validation_seed", "train.validation_steps", "train.validation_guidance"}
+RUN_OUTPUTS = (FILE_NAME, "soft_tokens_ema.safetensors", "soft_tokens_online.safetensors", "train_log.jsonl",
+               "README.md")  # the model card describes the tokens, so it goes with them
 
 
 class RunFolderConflict(AgsmError):
@@ -60,6 +73,26 @@ def claim_run_folder(out: Path, config: Config, resume: bool, overwrite: bool) -
         lock.release()
         raise
     return lock
+
+
+def resume_point(resume, out: Path) -> Path | None:
+    """The checkpoint that `--resume <resume>` names, None for the latest in `out` (also when resume is False,
+    True or 'latest'). A path must be the run folder `out` or one of its checkpoints, the latest one."""
+    if resume in (False, None, True, "latest"):
+        return None
+    run, checkpoint = run_of(Path(resume))
+    if run.resolve() != Path(out).resolve():
+        raise RunFolderConflict(f"--resume {resume} belongs to the run in {run}, but train.output_dir is {out}; a "
+                                f"run continues in its own folder: drop --config (the run's config.yaml is used) or "
+                                f"give --train.output_dir {run}")
+    done = finished_checkpoints(run)
+    position = [p.resolve() for p in done].index(checkpoint.resolve()) if checkpoint is not None else len(done)
+    later = [p.name for p in done[position + 1:]]
+    if later:
+        raise RunFolderConflict(f"--resume {resume}: {checkpoint.name} is not the run's latest checkpoint ("
+                                f"{', '.join(later)} came after it); resuming there would leave those as the run's "
+                                "later progress. Delete them to go back to it, or resume with --resume latest")
+    return checkpoint
 
 
 def forget_log_after(out: Path, step: int) -> None:
@@ -105,6 +138,7 @@ def _existing_run(out: Path) -> str:
 def _clear_run(out: Path) -> None:
     shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
     shutil.rmtree(out / "agsm", ignore_errors=True)  # the previous run's TensorBoard events
+    shutil.rmtree(out / "validation", ignore_errors=True)  # and its validation images
     for name in RUN_OUTPUTS:
         (out / name).unlink(missing_ok=True)
 

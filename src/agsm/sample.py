@@ -1,23 +1,34 @@
-"""Generate images with a stock diffusers pipeline and (optionally) soft tokens; record what was run."""
+"""Generate images with a stock diffusers pipeline and (optionally) soft tokens; record what was run.
+
+    agsm sample --model src/agsm/shapes/models/sd15-tiny --tokens runs/demo/sd15/agsm --prompt "a red circle" \
+        --images-per-prompt 4 --batch-size 4 --out runs/samples
+
+Image j of prompt p is drawn from seed + p * N + j (N = --images-per-prompt) with its own generator, so batching
+(--batch-size images per pipeline call) gives the same images as drawing them one by one, and any image can be
+redrawn alone. Files are named p<prompt index>_i<image index>.png; run.json records every setting and image.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
-from .atomic_files import write_json
+from .atomic_files import write_bytes, write_json
 from .backbones.base import load_stock_pipeline
 from .backbones.t5_free import fast_sampling
-from .pipelines import denoiser_of, load_soft_tokens, pipeline_architecture
+from .devices import dtype_name, resolve_device_and_dtype
+from .pipelines import denoiser_of, load_soft_tokens
+from .progress import progress
+from .sampler_defaults import resolve_sampler_settings
 
-# Evaluation samplers of METHOD.md's defaults table, per architecture (SD3: its own flow Euler scheduler).
-SAMPLER_DEFAULTS = {"sd15": {"steps": 30, "guidance": 7.0}, "sdxl": {"steps": 30, "guidance": 7.0},
-                    "sd3": {"steps": 28, "guidance": 4.0}}
 
-
-def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | str = torch.float32):
+    """The stock pipeline of a local folder on `device` in `dtype` (either may be 'auto', see agsm.devices), with
+    DDIM for UNet models and diffusers' own per-step bar off (our commands show one bar per job)."""
     from diffusers import DDIMScheduler
 
+    device, dtype = resolve_device_and_dtype(device, dtype)
     pipe = load_stock_pipeline(model, dtype)
     if hasattr(pipe.scheduler, "alphas_cumprod"):  # the paper samples UNet models with DDIM
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -42,27 +53,65 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     return prompts
 
 
+def image_file(prompt_index: int, image_index: int) -> str:
+    """'p0003_i01.png': image 1 of prompt 3."""
+    return f"p{prompt_index:04d}_i{image_index:02d}.png"
+
+
 def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps: int | None = None,
            guidance: float | None = None, size: int | None = None, uncond_tokens: str = "positive",
-           device: str = "cpu") -> list[Path]:
-    pipe = load_pipeline(model, device)
-    defaults = SAMPLER_DEFAULTS[pipeline_architecture(pipe)]
-    steps, guidance = steps or defaults["steps"], guidance if guidance is not None else defaults["guidance"]
+           device: str = "auto", dtype: str | torch.dtype = "auto", negative_prompt: str | None = None,
+           images_per_prompt: int = 1, batch_size: int = 4, show_progress: bool = True,
+           token_scale: float = 1.0) -> list[Path]:
+    """Draw `images_per_prompt` images of each prompt into out_dir and write run.json; returns the image paths.
+
+    steps / guidance None: the model's recommended sampler, else its architecture's (agsm.sampler_defaults).
+    token_scale: how strongly the tokens act, 0 (the base model) to 1 (as trained); see agsm.set_soft_tokens_scale.
+    """
+    for name, value in (("images-per-prompt", images_per_prompt), ("batch-size", batch_size)):
+        if value < 1:
+            raise ValueError(f"--{name} {value} must be >= 1")
+    if size is not None and size < 8:
+        raise ValueError(f"--size {size} must be at least 8 pixels")
+    if token_scale != 1.0 and not tokens:
+        raise ValueError(f"--token-scale {token_scale} needs --tokens (without tokens the base model is drawn)")
+    device, dtype = resolve_device_and_dtype(device, dtype)
+    pipe = load_pipeline(model, device, dtype)
+    sampler = resolve_sampler_settings(pipe, steps, guidance)
     size = size or default_size(pipe)
     if tokens:
-        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
+        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens, scale=token_scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    with fast_sampling(pipe) as fast:  # T5-free SD3: the same images with one zero token instead of 256
-        for i, prompt in enumerate(prompts):
-            generator = torch.Generator(device="cpu").manual_seed(seed + i)
-            image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
-                         generator=generator, **fast).images[0]
-            paths.append(out / f"{i:04d}.png")
-            image.save(paths[-1])
+    per = images_per_prompt
+    jobs = [{"file": image_file(p, j), "prompt_index": p, "image_index": j, "prompt": prompt,
+             "seed": seed + p * per + j} for p, prompt in enumerate(prompts) for j in range(per)]
+    with fast_sampling(pipe) as fast, \
+            progress(total=len(jobs), desc="sampling", unit="img", disable=not show_progress) as bar:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            # One generator per image: its noise depends on its own seed alone, whatever the batch around it.
+            generators = [torch.Generator(device="cpu").manual_seed(job["seed"]) for job in chunk]
+            negative = None if negative_prompt is None else [negative_prompt] * len(chunk)  # as the prompts: a list
+            images = pipe([job["prompt"] for job in chunk], negative_prompt=negative,
+                          num_inference_steps=sampler.steps, guidance_scale=sampler.guidance, height=size, width=size,
+                          generator=generators, **fast).images
+            for job, image in zip(chunk, images):
+                _save_png(image, out / job["file"])
+            bar.update(len(chunk))
     record = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
-              "seed": seed, "steps": steps, "guidance": guidance, "size": size,
-              "images": [{"file": p.name, "prompt": q, "seed": seed + i} for i, (p, q) in enumerate(zip(paths, prompts))]}
+              "token_scale": token_scale,
+              "prompts": list(prompts), "negative_prompt": negative_prompt, "seed": seed,
+              "images_per_prompt": per, "batch_size": batch_size, "steps": sampler.steps,
+              "guidance": sampler.guidance, "sampler_source": sampler.source,
+              "scheduler": type(pipe.scheduler).__name__, "size": size, "device": device, "dtype": dtype_name(dtype),
+              "images": jobs}
     write_json(out / "run.json", record)
-    return paths
+    return [out / job["file"] for job in jobs]
+
+
+def _save_png(image, path: Path) -> None:
+    """Atomically: a file under its final name is always a whole image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_bytes(path, buffer.getvalue())

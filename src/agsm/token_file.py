@@ -1,10 +1,12 @@
-"""`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for.
+"""`soft_tokens.safetensors`: the token tensors plus metadata saying what they were made for, and where a name
+points to one (`locate_token_file`: a local file or folder, else a Hugging Face Hub repo id).
 
 Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (per block: [buckets, blocks, D]).
 Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
-num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step, and digest (SHA-256 of the
+num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step, weights (online or ema: the
+trained tokens or their moving average; absent in older files), and digest (SHA-256 of the
 metadata and tensors, token_checks.py). Non-finite tokens are never written, and a file that is non-finite,
 inconsistent or changed after writing is refused on load.
 """
@@ -26,8 +28,9 @@ FILE_NAME = "soft_tokens.safetensors"
 
 
 def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, placement: dict, method: str,
-                settings: dict, step: int) -> Path:
-    """Write atomically (temp file then rename) so a crash never leaves a truncated token file."""
+                settings: dict, step: int, weights: str | None = None) -> Path:
+    """Write atomically (temp file then rename) so a crash never leaves a truncated token file. `weights`
+    ('online' or 'ema') records which of the run's token modules these are."""
     path = Path(path)
     tensors = {"psi_pos": tokens.sets[0], "time_table": tokens.time_table}
     if tokens.num_sets > 1:
@@ -36,6 +39,8 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, place
             **{k: str(v) for k, v in placement.items()}, "num_tokens": str(tokens.num_tokens),
             "num_buckets": str(tokens.time_table.shape[0]), "method": method,
             "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
+    if weights is not None:
+        meta["weights"] = weights
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
     bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
     if bad:
@@ -51,6 +56,44 @@ def resolve_token_path(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no soft token file at {path}; pass a {FILE_NAME} file or the folder holding it")
     return path
+
+
+def locate_token_file(source: str | Path, subfolder: str | None = None, weight_name: str | None = None,
+                      revision: str | None = None) -> Path:
+    """The token file `source` names: a local file or folder (always, and offline), else a Hugging Face Hub repo id
+    whose `subfolder`/`weight_name` (default soft_tokens.safetensors) is fetched with hf_hub_download, which keeps
+    it in the Hub cache and honours HF_HUB_OFFLINE (then only cached files are found)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    name = weight_name or FILE_NAME
+    local = Path(source)
+    if local.is_dir():
+        return resolve_token_path(local / (subfolder or "") / name)
+    if local.is_file():
+        if subfolder or weight_name:
+            raise ValueError(f"subfolder={subfolder!r} and weight_name={weight_name!r} choose a file in a folder or a "
+                             f"Hub repo, but {source} is a file already; pass its folder, or drop them")
+        return resolve_token_path(local)
+    repo_id = str(source)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(f"no soft token file at {source}: it is neither a local file or folder nor a Hugging "
+                                f"Face Hub repo id (owner/name); pass a {FILE_NAME} file, its folder, or a Hub "
+                                "repo id") from None
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision,
+                                                    library_name="agsm"))
+    except Exception as exc:  # the Hub client raises a dozen types (offline, missing repo or file, network ...)
+        offline = (" (HF_HUB_OFFLINE is set: only files already in the Hub cache are found)"
+                   if constants.HF_HUB_OFFLINE else "")
+        wanted = "/".join(part for part in (subfolder, name) if part)
+        raise FileNotFoundError(f"no soft token file at {source}: it is not a local file or folder, and {wanted} could "
+                                f"not be fetched from the Hugging Face Hub repo {repo_id!r}{offline}: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
 def read_tokens(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

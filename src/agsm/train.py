@@ -1,8 +1,9 @@
 """Train soft tokens (AGSM, SoftREPA or plain DSM) on a frozen diffusers backbone.
 
-    agsm train --config configs/sd15.yaml --train.steps 2000 --data.path my_images/
+    agsm train --config sd15 --train.steps 2000 --data.path my_images/
     accelerate launch --num_processes 2 -m agsm.cli train --config ... --train.gather_captions true
     agsm train --config ... --resume         # continue from the last complete checkpoint
+    agsm train --resume runs/sd15-agsm       # the same, with the run's own config.yaml
     agsm train --config ... --overwrite      # start over in a folder that holds a run
 
 Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
@@ -22,21 +23,25 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from tqdm.auto import tqdm
 
 from .backbones.base import TextCond
 from .backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config
-from .data import build_or_load_cache, read_coco, read_imagefolder
+from .data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
 from .data.perturb import distinct_perturbations
 from .denoiser import TokenDenoiser, update_ema
+from .export import export_run, token_metadata
+from .model_card import write_model_card
 from .objectives import STEPS, PairBatch
 from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
-from .run_folder import claim_run_folder, forget_log_after
-from .token_file import FILE_NAME, save_tokens
+from .progress import progress
+from .run_folder import claim_run_folder, forget_log_after, resume_point
+from .token_file import FILE_NAME
 from .tokens import SoftTokens, install_tokens, placement_for
 from .train_guard import StepGuard
+from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
+from .validation import make_validator
 
 log = logging.getLogger("agsm.train")
 WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -47,14 +52,20 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def load_records(config: Config):
+    """The records of config.data: a list of Records, or (data.format hf) a source read once by the cache builder."""
     data = config.data
     if not data.path:
-        raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images)")
+        raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images, or a "
+                         "Hugging Face dataset with data.format hf)")
+    if data.format == "hf":
+        return read_hf_dataset(data.path, split=data.split, image_column=data.image_column,
+                               caption_column=data.caption_column, builder=data.hf_builder, streaming=data.streaming,
+                               max_images=data.max_images)
     if data.format == "coco":
         if not data.captions:
             raise ValueError("data.format coco needs data.captions, the captions json (captions_train2017.json)")
-        return read_coco(data.path, data.captions)
-    return read_imagefolder(data.path)
+        return read_coco(data.path, data.captions)[:data.max_images]
+    return read_imagefolder(data.path)[:data.max_images]
 
 
 def make_tokens(config: Config, backbone) -> SoftTokens:
@@ -137,12 +148,15 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
     return PairBatch(x0, cond, index, pos)
 
 
-def train(config: Config, resume: bool = False, overwrite: bool = False) -> Path:
+def train(config: Config, resume: bool | str | Path = False, overwrite: bool = False) -> Path:
     """Train tokens into config.train.output_dir; returns the token file. The folder is locked for the run:
-    see run_folder.py for what --resume and --overwrite allow."""
+    see run_folder.py for what --resume and --overwrite allow. `resume`: True or 'latest' continues from the
+    latest checkpoint; a path, from that checkpoint (or run folder) of this run."""
     out = Path(config.train.output_dir)
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, log_with="tensorboard",
-                              project_dir=str(out))
+    start = resume_point(resume, out)  # a --resume PATH that names no checkpoint of this run fails here
+    check_report_to(config.train.report_to)  # a missing tracker package fails now, not after the model loads
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                              log_with=accelerate_log_with(config.train.report_to), project_dir=str(out))
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -150,12 +164,13 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Path
         # accelerate keeps its state per process; forget it so a later train() may pick another precision.
         cleanup.callback(AcceleratorState._reset_state, reset_partial_state=False)
         if accelerator.is_main_process:
-            cleanup.callback(claim_run_folder(out, config, resume, overwrite).release)
+            cleanup.callback(claim_run_folder(out, config, bool(resume), overwrite).release)
         accelerator.wait_for_everyone()
-        return _train(config, accelerator, out, resume, cleanup)
+        return _train(config, accelerator, out, bool(resume), cleanup, start)
 
 
-def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contextlib.ExitStack) -> Path:
+def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contextlib.ExitStack,
+           start: Path | None = None) -> Path:
     tc = config.train
     records = load_records(config)  # bad data paths fail here, before the model loads
     backbone = load_backbone(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
@@ -163,7 +178,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     backbone.to(accelerator.device)
     if tc.gradient_checkpointing:
         backbone.denoiser.enable_gradient_checkpointing()
-    cache_root = Path(config.data.cache_dir or out.parent / "cache")
+    cache_root = Path(config.data.cache_dir or out / "cache")  # the run's own, unless a shared one is named
     with accelerator.main_process_first():
         dataset = build_or_load_cache(records, backbone, backbone.resolution, cache_root,
                                       cache_text=config.data.cache_text, min_size=config.data.min_size,
@@ -178,6 +193,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     tokens = make_tokens(config, backbone).to(accelerator.device)
     ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
     placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
+    token_meta = token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"])
     injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
     cleanup.callback(injector.remove)
     denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
@@ -186,7 +202,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16
     state = TrainState()
     if resume:
-        last = latest_checkpoint(out)
+        last = start or latest_checkpoint(out)
         if last is None:
             log.warning("--resume: no checkpoint in %s, starting from step 0", out)
         else:
@@ -198,9 +214,13 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     step_fn = STEPS[config.method.name]
     guard = StepGuard(tc.max_bad_steps, tc.lr, lambda: latest_checkpoint(out))
     if accelerator.is_main_process:
-        accelerator.init_trackers("agsm", config=_flat(config.to_dict()))
+        accelerator.init_trackers("agsm", config=_flat(config.to_dict()), init_kwargs=tracker_init_kwargs(out))
     cleanup.callback(accelerator.end_training)
-    bar = tqdm(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process, desc=config.method.name)
+    validator = make_validator(config, backbone, injector, out, accelerator)
+    if validator and state.step == 0:
+        validator.run(0, with_tokens=False)  # the base model's images, to compare the rounds with
+    bar = progress(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process,
+                   desc=config.method.name, unit="step")
     cleanup.callback(bar.close)  # also on an error, so its message starts on a line of its own
     started, pairs_done = time.perf_counter(), 0
     while state.step < tc.steps:
@@ -230,8 +250,9 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
 
         pairs_done += batch.num_images * batch.num_captions * accelerator.num_processes
         rate = pairs_done / (time.perf_counter() - started)
+        # The postfix first, without a redraw: the line update() shows then carries this step's loss.
+        bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}", refresh=False)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}")
         if state.step % tc.log_every == 0 or state.step == tc.steps:
             record = {"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
                       "skipped_steps": state.skipped, **{k: float(v) for k, v in logs.items()},
@@ -240,14 +261,16 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
             if accelerator.is_main_process:  # the same numbers as plain JSON lines, for scripts and studies
                 with open(out / "train_log.jsonl", "a") as f:
                     f.write(json.dumps({"step": state.step, **record}) + "\n")
+        if validator and validator.due(state.step, tc.steps):  # before the checkpoint: a resume never skips a round
+            validator.run(state.step)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
-            save_checkpoint(accelerator, out, state, tc.keep_checkpoints, tokens, ema_tokens, optimizer, schedule)
+            save_checkpoint(accelerator, out, state, tc.checkpoints_total_limit, tokens, ema_tokens, optimizer,
+                            schedule, token_meta)
 
     if accelerator.is_main_process:
-        info, settings = backbone.describe(), config.to_dict()["method"]
-        for name, toks in ((FILE_NAME, tokens), ("soft_tokens_ema.safetensors", ema_tokens)):
-            save_tokens(out / name, toks, info, placement, config.method.name, settings, state.step)
-        log.info("wrote %s", out / FILE_NAME)
+        export_run(out, tokens, ema_tokens, token_meta, state.step, main=tc.export_tokens)
+        write_model_card(out, config, num_images=dataset.num_images)  # README.md for the Hub, beside the files
+        log.info("wrote %s (%s tokens)", out / FILE_NAME, tc.export_tokens)
     return out / FILE_NAME
 
 

@@ -1,9 +1,10 @@
 """A training checkpoint's contents as safetensors plus JSON, so loading one can never run code.
 
-    step-00000500/
+    checkpoint-500/
         train_state.safetensors   tokens.*, ema.*, optimizer.<param>.<name> (AdamW's exp_avg, exp_avg_sq, step)
         train_state.json          format, step, skipped steps, process count, optimiser param groups,
-                                  lr schedule, loss scaler
+                                  lr schedule, loss scaler, and token_file: the token file metadata (backbone
+                                  sizes, placement, method and settings) that `agsm export` needs
         rng-<rank>.safetensors    that process's torch generator states (CPU, and CUDA when present)
         rng-<rank>.json           that process's Python and NumPy generator states
 
@@ -35,8 +36,9 @@ class CheckpointError(AgsmError):
 
 
 def state_files(tokens, ema_tokens, optimizer, schedule, scaler, step: int, skipped: int,
-                num_processes: int) -> tuple[bytes, dict]:
-    """(train_state.safetensors bytes, train_state.json content) of the main process's state."""
+                num_processes: int, token_meta: dict | None = None) -> tuple[bytes, dict]:
+    """(train_state.safetensors bytes, train_state.json content) of the main process's state; `token_meta`
+    (export.token_metadata) is stored as is, for exporting a token file from the checkpoint."""
     tensors = {f"tokens.{k}": v for k, v in tokens.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_tokens.state_dict().items()})
     optim = optimizer.state_dict()
@@ -53,6 +55,8 @@ def state_files(tokens, ema_tokens, optimizer, schedule, scaler, step: int, skip
     meta = {"format": FORMAT, "step": step, "skipped_steps": skipped, "num_processes": num_processes,
             "optimizer": {"param_groups": optim["param_groups"], "state_values": scalars},
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None}
+    if token_meta is not None:
+        meta["token_file"] = token_meta
     data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     return data, meta
 

@@ -71,7 +71,7 @@ def test_state_round_trips_bit_for_bit_without_pickle(tmp_path):
 @pytest.mark.slow
 def test_crafted_pickle_in_a_checkpoint_never_runs_and_old_checkpoints_are_refused(tiny_config, tmp_path):
     train(tiny_config())
-    last = tmp_path / "run" / "checkpoints" / "step-00000002"
+    last = tmp_path / "run" / "checkpoints" / "checkpoint-2"
     assert {p.suffix for p in last.iterdir()} == {".json", ".safetensors"}
     marker = tmp_path / "pwned"
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"):
@@ -79,7 +79,7 @@ def test_crafted_pickle_in_a_checkpoint_never_runs_and_old_checkpoints_are_refus
     train(tiny_config("--train.steps", "3"), resume=True)
     assert not marker.exists()  # resumed from the safetensors, the planted pickles untouched
 
-    old = tmp_path / "run" / "checkpoints" / "step-00000003"
+    old = tmp_path / "run" / "checkpoints" / "checkpoint-3"
     for p in old.iterdir():
         p.unlink()
     (old / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload(marker)))

@@ -28,15 +28,15 @@ def test_a_full_disk_during_a_checkpoint_names_the_folder_and_keeps_the_last_one
     real_open = open
 
     def open_on_a_full_disk(path, mode="r", *args, **kwargs):  # the disk fills up while step 2 is being saved
-        return FullDisk() if "step-00000002" in str(path) else real_open(path, mode, *args, **kwargs)
+        return FullDisk() if "checkpoint-2" in str(path) else real_open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(atomic_files, "open", open_on_a_full_disk, raising=False)
-    with pytest.raises(DiskFullError, match=r"no space left in .*checkpoints/step-00000002.tmp to write "
+    with pytest.raises(DiskFullError, match=r"no space left in .*checkpoints/checkpoint-2.tmp to write "
                                             r"rng-0.safetensors .*free some space"):
         train(tiny_config())
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert [p.name for p in checkpoints.iterdir()] == ["step-00000001"]  # no torn .tmp, the last one intact
-    assert not list((checkpoints / "step-00000001").glob(".*tmp*"))
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-1"]  # no torn .tmp, the last one intact
+    assert not list((checkpoints / "checkpoint-1").glob(".*tmp*"))
     monkeypatch.undo()
     assert train(tiny_config(), resume=True).is_file()  # space freed: --resume finishes the run
 

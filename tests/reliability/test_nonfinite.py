@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from agsm.checkpoint import finished_checkpoints
 from agsm.cli import main
 from agsm.token_file import read_tokens, save_tokens
 from agsm.tokens import SoftTokens
@@ -26,8 +27,8 @@ def test_diverging_run_stops_naming_step_batch_and_last_good_checkpoint(tiny_arg
     line = next(l for l in err.splitlines() if l.startswith("agsm train: "))  # on a line of its own
     step = int(re.search(r"training stopped at step (\d+): non-finite", line).group(1))
     assert re.search(r"\d+\.png: a (red|green|blue|yellow) (square|circle)", line)  # the batch's files and captions
-    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
-    assert f"the last good checkpoint, {checkpoints[-1]}" in line and checkpoints[-1].name == f"step-{step - 1:08d}"
+    checkpoints = finished_checkpoints(tmp_path / "run")
+    assert f"the last good checkpoint, {checkpoints[-1]}" in line and checkpoints[-1].name == f"checkpoint-{step - 1}"
     assert not (tmp_path / "run" / "soft_tokens.safetensors").exists()  # nothing exported
     for folder in checkpoints:  # every checkpoint written is finite
         assert all(torch.isfinite(t).all() for t in load_file(folder / "train_state.safetensors").values())

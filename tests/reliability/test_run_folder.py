@@ -36,7 +36,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
 
 
 def _fake_run(folder, config):
-    (folder / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (folder / "checkpoints" / "checkpoint-2").mkdir(parents=True)
     config.save(folder / "config.yaml")
 
 
@@ -45,7 +45,7 @@ def test_a_folder_holding_a_run_needs_resume_or_overwrite(tmp_path):
     _fake_run(tmp_path, old)
     (tmp_path / "soft_tokens.safetensors").write_bytes(b"x")
     new = load_config(None, ["--train.seed", "2"])
-    with pytest.raises(RunFolderConflict, match=r"already holds a run \(checkpoints up to step-00000002\); "
+    with pytest.raises(RunFolderConflict, match=r"already holds a run \(checkpoints up to checkpoint-2\); "
                                                 r"continue it with --resume, start it over with --overwrite"):
         claim_run_folder(tmp_path, new, resume=False, overwrite=False)
     with pytest.raises(ValueError, match="give one of them"):
@@ -67,9 +67,21 @@ def test_resume_refuses_result_changing_differences_and_allows_harmless_ones(tmp
         assert diff in message
     assert "train.steps" not in message and load_config(tmp_path / "config.yaml").train.seed == 1  # not rewritten
     harmless = load_config(None, ["--train.seed", "1", "--train.steps", "50", "--train.log_every", "3",
-                                  "--train.checkpoint_every", "7", "--train.max_bad_steps", "2"])
+                                  "--train.checkpoint_every", "7", "--train.max_bad_steps", "2",
+                                  "--train.checkpoints_total_limit", "5", "--train.export_tokens", "ema"])
     claim_run_folder(tmp_path, harmless, resume=True, overwrite=False).release()
     assert load_config(tmp_path / "config.yaml").train.steps == 50
+
+
+def test_resume_reads_an_earlier_runs_config_with_the_old_option_name(tmp_path):
+    """Runs written before train.checkpoints_total_limit hold train.keep_checkpoints in their config.yaml."""
+    _fake_run(tmp_path, load_config(None, ["--train.seed", "1"]))
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "  checkpoints_total_limit: 2\n" in saved
+    (tmp_path / "config.yaml").write_text(saved.replace("  checkpoints_total_limit: 2\n", "  keep_checkpoints: 2\n"))
+    claim_run_folder(tmp_path, load_config(None, ["--train.seed", "1"]), resume=True, overwrite=False).release()
+    with pytest.raises(RunFolderConflict, match="train.seed: 1 in the run, 2 now"):  # still compared, option by option
+        claim_run_folder(tmp_path, load_config(None, ["--train.seed", "2"]), resume=True, overwrite=False)
 
 
 @pytest.mark.slow
@@ -82,3 +94,31 @@ def test_train_refuses_to_start_over_a_finished_run(tiny_config, tmp_path):
     assert first.read_bytes() == before
     train(tiny_config("--train.seed", "5"), overwrite=True)
     assert first.read_bytes() != before
+
+
+def test_a_cache_folder_is_not_a_run_and_survives_overwrite(tmp_path):
+    """The default data cache lives in the run folder (<run>/cache): it neither makes a folder 'hold a run' nor
+    upsets the resume check, and --overwrite keeps it (its entries are keyed by everything they encode)."""
+    entry = tmp_path / "cache" / "0123456789abcdef"
+    entry.mkdir(parents=True)
+    (entry / "index.json").write_text("{}")
+    claim_run_folder(tmp_path, load_config(None, ["--train.seed", "1"]), resume=False, overwrite=False).release()
+    claim_run_folder(tmp_path, load_config(None, ["--train.seed", "1"]), resume=True, overwrite=False).release()
+    _fake_run(tmp_path, load_config(None, ["--train.seed", "1"]))
+    with pytest.raises(RunFolderConflict, match=r"already holds a run \(checkpoints up to checkpoint-2\)"):
+        claim_run_folder(tmp_path, load_config(), resume=False, overwrite=False)
+    claim_run_folder(tmp_path, load_config(), resume=False, overwrite=True).release()
+    assert not (tmp_path / "checkpoints").exists() and (entry / "index.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_default_cache_is_inside_the_run_folder_and_reused_after_overwrite(sd15_dir, image_folder, tmp_path,
+                                                                                caplog):
+    args = ["--model.path", str(sd15_dir), "--data.path", str(image_folder), "--train.output_dir",
+            str(tmp_path / "run"), "--train.steps", "1", "--method.ema_decay", "0.9"]
+    train(load_config(None, args))
+    entries = list((tmp_path / "run" / "cache").glob("*/index.json"))
+    assert len(entries) == 1 and not (tmp_path / "cache").exists()  # no longer beside the run folder
+    with caplog.at_level(logging.INFO, logger="agsm.data"):
+        train(load_config(None, args + ["--train.seed", "3"]), overwrite=True)
+    assert f"using the cached encoding in {entries[0].parent}" in caplog.text  # kept, and not encoded again

@@ -199,7 +199,8 @@ def test_the_command_takes_either_architecture(monkeypatch):
     from agsm.shapes.pretraining import cli as pretrain_cli
 
     calls = []
-    monkeypatch.setattr(pretrain_cli, "main", calls.append)
+    monkeypatch.setattr(pretrain_cli, "main", lambda argv, prog: calls.append((argv, prog)))
     agsm_cli.main(["shapes", "pretrain-sd3", "--out", "x", "--steps", "5"])
     agsm_cli.main(["shapes", "pretrain", "--out", "x"])
-    assert calls == [["--arch", "sd3", "--out", "x", "--steps", "5"], ["--out", "x"]]
+    assert calls == [(["--arch", "sd3", "--out", "x", "--steps", "5"], "agsm shapes pretrain-sd3"),
+                     (["--out", "x"], "agsm shapes pretrain")]

@@ -130,13 +130,16 @@ def test_training_target_is_the_velocity_the_sampler_integrates():
         torch.testing.assert_close(prev, (1 - s_next) * x0 + s_next * eps)
 
 
-def test_sampler_defaults_follow_the_architecture():
-    from agsm.shapes.generate import SAMPLER_DEFAULTS, resolve_sampler
+def test_sampler_defaults_follow_the_model_then_the_architecture():
+    """A pipeline from no folder gets its architecture's sampler (METHOD.md); the shipped sd3-tiny its own."""
+    from agsm.shapes.generate import SHAPESWORLD_SAMPLERS, resolve_sampler
     from agsm.architectures import tiny_sd15_pipeline
 
-    assert resolve_sampler(_toy_pipeline(), None, None) == (25, SAMPLER_DEFAULTS["sd3"]["guidance"])
-    assert resolve_sampler(tiny_sd15_pipeline(), None, None) == (25, 6.0)
+    assert resolve_sampler(_toy_pipeline(), None, None) == (28, 4.0)
+    assert resolve_sampler(tiny_sd15_pipeline(), None, None) == (30, 7.0)
     assert resolve_sampler(_toy_pipeline(), 3, 0.0) == (3, 0.0)
+    shipped = SHAPESWORLD_SAMPLERS["sd3"]
+    assert json.loads((MODEL / "sampler.json").read_text())["guidance"] == shipped["guidance"] == 5.0
 
 
 def test_bad_options_name_the_value():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol
@@ -63,10 +64,39 @@ class Encoder(Protocol):
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
+def _dtype_keyword() -> str:
+    """The name of from_pretrained's precision argument: diffusers 0.40 renamed torch_dtype to dtype (the old name
+    now gives a FutureWarning); the earlier versions we support (>= 0.32) know only torch_dtype and would drop dtype."""
+    import re
+
+    from diffusers import __version__
+
+    major_minor = tuple(int(n) for n in re.match(r"(\d+)\.(\d+)", __version__).groups())
+    return "dtype" if major_minor >= (0, 40) else "torch_dtype"
+
+
+class _ImageProcessorFallbackNotice(logging.Filter):
+    """Drops transformers' notice that an image processor falls back to its PIL version for want of torchvision."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+def _quiet_image_processor_fallback() -> None:
+    # Loading any SD pipeline imports diffusers modules that name CLIP/SigLIP image processors (the safety checker's
+    # feature extractor, the IP-Adapter loader). We never run them, yet without torchvision transformers 5 warns on
+    # every load that they fall back to their PIL versions: noise for our users. Only that notice is dropped.
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _ImageProcessorFallbackNotice) for f in logger.filters):
+        logger.addFilter(_ImageProcessorFallbackNotice())
+
+
 def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
     """DiffusionPipeline.from_pretrained on a local folder; components saved as None (SD3 without T5, SD without
     a safety checker) are passed as None, as the stock loader requires."""
     from diffusers import DiffusionPipeline
+
+    from ..progress import library_bars_off_in_logs
 
     path = Path(path)
     index_file = path / "model_index.json"
@@ -78,7 +108,9 @@ def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
     if "safety_checker" in index:  # never used here: evaluation follows the paper, without the NSFW filter
         absent["safety_checker"] = None
     extra = {"requires_safety_checker": False} if "requires_safety_checker" in index else {}
-    return DiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype, **absent, **extra)
+    _quiet_image_processor_fallback()
+    with library_bars_off_in_logs():
+        return DiffusionPipeline.from_pretrained(str(path), **{_dtype_keyword(): dtype}, **absent, **extra)
 
 
 class PipelineBackbone:

@@ -2,8 +2,13 @@
 
 `build_or_load_cache(records, encoder, resolution, cache_root)` returns an `EncodedDataset` stored in
 `cache_root/<key>`. The key hashes everything the encoded values depend on (encoder fingerprint,
-resolution, dtype, cache_text, min_size, and each image's path, size, mtime and captions), so a changed
-input gives a new folder and an unchanged one is loaded without running the encoders.
+resolution, dtype, cache_text, min_size, and the data: each image file's path, size, mtime and captions, an
+in-memory image's bytes, or a dataset's fingerprint), so a changed input gives a new folder and an unchanged
+one is loaded without running the encoders.
+
+`records` is a list of `Record`s or a `RecordSource` (a streamed dataset): either way the builder reads the
+records once, in order, one batch ahead of the encoder, and keeps only names and captions, so a stream's
+images are never all in memory.
 
 A build writes into a temporary sibling folder, writes `index.json` last and renames the folder into
 place, so an interrupted build never leaves a folder that looks finished; the temporary folders of builds
@@ -13,6 +18,7 @@ their recorded sizes and hashes (a damaged disk, a truncated copy) is rebuilt, w
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -24,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..backbones.base import Encoder
 from .caption_length import long_captions, warn_long_captions
@@ -32,7 +38,7 @@ from .dataset import EncodedDataset
 from .errors import DamagedCacheError, DataError
 from .images import TOO_SMALL, UNREADABLE, load_image
 from .shards import ShardWriter
-from .sources import Record
+from .sources import Record, RecordSource
 
 log = logging.getLogger("agsm.data")
 
@@ -40,7 +46,8 @@ FORMAT = 1  # bump when the folder layout changes, so old caches are not misread
 OWNER_FILE = ".builder.json"  # pid and host of the process building a temporary folder
 
 
-def build_or_load_cache(records: list[Record], encoder: Encoder, resolution: int, cache_root: str | Path, *,
+def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, resolution: int,
+                        cache_root: str | Path, *,
                         batch_size: int = 16, shard_size: int = 1024, cache_text: bool = True,
                         min_size: int | None = None, dtype: torch.dtype = torch.float32,
                         progress: bool = True) -> EncodedDataset:
@@ -49,8 +56,9 @@ def build_or_load_cache(records: list[Record], encoder: Encoder, resolution: int
     Images whose shorter side is below `min_size` (default resolution // 2) or that cannot be decoded
     are skipped and counted in one log warning. With cache_text=False captions are encoded on demand.
     """
-    if not records:
-        raise DataError("no records to encode; read a dataset with read_imagefolder or read_coco first")
+    if isinstance(records, list) and not records:
+        raise DataError("no records to encode; read a dataset with read_imagefolder, read_coco or read_hf_dataset "
+                        "first")
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8 pixels, got {resolution}")
     if batch_size < 1:
@@ -117,17 +125,32 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def content_hash(records: list[Record]) -> str:
-    """Hash of what the records point at: paths, file sizes and mtimes, captions."""
+def content_hash(records: list[Record] | RecordSource) -> str:
+    """Hash of the data: for a file, its path, size, mtime and captions; for an in-memory image, its bytes and
+    captions; for a record source (a dataset), its fingerprint."""
+    if not isinstance(records, list):
+        return "source-" + records.fingerprint()
     h = hashlib.sha256()
     for r in records:
-        try:
-            st = r.path.stat()
-            stamp = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stamp = None  # a vanished file is skipped as unreadable; hash that state too
-        h.update(json.dumps([str(r.path.resolve()), stamp, list(r.captions)]).encode())
+        if r.image is not None:
+            h.update(json.dumps(["memory", str(r.path), image_digest(r.image), list(r.captions)]).encode())
+        else:
+            try:
+                st = r.path.stat()
+                stamp = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                stamp = None  # a vanished file is skipped as unreadable; hash that state too
+            h.update(json.dumps([str(r.path.resolve()), stamp, list(r.captions)]).encode())
         h.update(b"\n")
+    return h.hexdigest()
+
+
+def image_digest(image) -> str:
+    """SHA-256 of an in-memory image: an encoded file's bytes, or a decoded PIL image's mode, size and pixels."""
+    if isinstance(image, bytes):
+        return hashlib.sha256(image).hexdigest()
+    h = hashlib.sha256(f"{image.mode} {image.size}".encode())
+    h.update(image.tobytes())
     return h.hexdigest()
 
 
@@ -135,48 +158,61 @@ def _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size
            folder: Path) -> dict:
     """Write the shards into `folder`; returns the index (without key and inputs)."""
     latents = ShardWriter(folder, "latents", shard_size)
-    kept, skipped = _encode_images(records, encoder, resolution, min_size, batch_size, dtype, latents, progress)
+    kept, skipped, seen = _encode_images(records, encoder, resolution, min_size, batch_size, dtype, latents,
+                                         progress)
     shard_list = latents.close()
-    _warn_skipped(skipped, len(records), min_size)
+    _warn_skipped(skipped, seen, min_size)
+    if not seen:
+        raise DataError("the dataset yielded no records; check its split, or data.max_images")
     if not kept:
-        raise DataError(f"none of the {len(records)} images could be used ({len(skipped[UNREADABLE])} "
+        raise DataError(f"none of the {seen} images could be used ({len(skipped[UNREADABLE])} "
                         f"unreadable, {len(skipped[TOO_SMALL])} smaller than {min_size} px on the shorter "
                         "side); check the image files or lower min_size")
 
     captions, image_captions = [], []
-    for r in kept:  # caption ids of an image are contiguous, in record order
-        image_captions.append(list(range(len(captions), len(captions) + len(r.captions))))
-        captions.extend(r.captions)
+    for _, image_caps in kept:  # caption ids of an image are contiguous, in record order
+        image_captions.append(list(range(len(captions), len(captions) + len(image_caps))))
+        captions.extend(image_caps)
     text_shards = []
     long = long_captions(captions, encoder)
     if cache_text:
         text_shards = _encode_text(captions, encoder, batch_size, shard_size, dtype, folder, progress)
-    return {"format": FORMAT, "images": [str(r.path) for r in kept], "captions": captions,
+    return {"format": FORMAT, "images": [str(name) for name, _ in kept], "captions": captions,
             "image_captions": image_captions, "latent_shape": latents.row_shapes["latents"],
             "skipped": {k: [str(p) for p in v] for k, v in skipped.items()},
             "latent_shards": shard_list, "text_shards": text_shards, "long_captions": long}
 
 
 def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, writer: ShardWriter, progress):
-    """Decode in threads (PIL releases the GIL) one batch ahead of the encoder; returns (kept, skipped)."""
-    kept: list[Record] = []
+    """Decode in threads (PIL releases the GIL) one batch ahead of the encoder, reading the records once.
+
+    Returns (kept, skipped, seen): (name, captions) of each encoded image in order, the names of skipped images
+    by reason, and how many records were read. Only the current and the next batch's images are held."""
+    kept: list[tuple[Path, tuple[str, ...]]] = []
     skipped: dict[str, list[Path]] = {UNREADABLE: [], TOO_SMALL: []}
+    seen = 0
     device = getattr(encoder, "device", None)
-    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    records_iter = iter(records)
+    next_batch = lambda: list(itertools.islice(records_iter, batch_size))  # noqa: E731
+    total = len(records) if isinstance(records, list) else getattr(records, "size", None)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
-            tqdm(total=len(records), desc="encoding images", unit="img", disable=not progress) as bar:
-        submit = lambda batch: [pool.submit(load_image, r.path, resolution, min_size) for r in batch]  # noqa: E731
-        pending = submit(batches[0])
-        for b, batch in enumerate(batches):
+            progress_bar(total=total, desc="encoding images", unit="img", disable=not progress) as bar:
+        submit = lambda batch: [pool.submit(load_image, r.image_source, resolution, min_size)  # noqa: E731
+                                for r in batch]
+        batch = next_batch()
+        pending = submit(batch)
+        while batch:
             loaded = [f.result() for f in pending]
-            pending = submit(batches[b + 1]) if b + 1 < len(batches) else []
+            upcoming = next_batch()
+            pending = submit(upcoming)
+            seen += len(batch)
             pixels = []
             for record, x in zip(batch, loaded):
                 if isinstance(x, str):
                     skipped[x].append(record.path)
                 else:
                     pixels.append(x)
-                    kept.append(record)
+                    kept.append((record.path, record.captions))
             if pixels:
                 x = torch.stack(pixels)
                 with torch.no_grad():
@@ -186,12 +222,13 @@ def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, wr
                                     "images; it must return one latent per image")
                 writer.add({"latents": z.to("cpu", dtype)})
             bar.update(len(batch))
-    return kept, skipped
+            batch = upcoming
+    return kept, skipped, seen
 
 
 def _encode_text(captions, encoder, batch_size, shard_size, dtype, folder: Path, progress) -> list[dict]:
     writer = ShardWriter(folder, "text", shard_size)
-    for i in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch",
+    for i in progress_bar(range(0, len(captions), batch_size), desc="encoding captions", unit="batch",
                   disable=not progress):
         chunk = captions[i:i + batch_size]
         with torch.no_grad():

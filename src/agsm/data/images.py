@@ -1,6 +1,11 @@
-"""Image preprocessing for the latent cache: decode, shorter side to the resolution, centre crop, [-1, 1]."""
+"""Image preprocessing for the latent cache: decode, shorter side to the resolution, centre crop, [-1, 1].
+
+An image comes as a file path, as the bytes of an encoded file (PNG, JPEG ... as a Hugging Face dataset stores
+them), or as an already decoded PIL image.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +19,28 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 UNREADABLE, TOO_SMALL = "unreadable", "too_small"
 
 
-def load_image(path: Path, resolution: int, min_size: int) -> torch.Tensor | str:
-    """pixels [3, resolution, resolution] in [-1, 1], or UNREADABLE / TOO_SMALL saying why it was skipped."""
+ImageSource = Path | str | bytes | Image.Image
+
+
+def load_image(source: ImageSource, resolution: int, min_size: int) -> torch.Tensor | str:
+    """pixels [3, resolution, resolution] in [-1, 1], or UNREADABLE / TOO_SMALL saying why it was skipped.
+
+    `source` is a file path, an encoded image file's bytes, or a decoded PIL image."""
+    if isinstance(source, Image.Image):
+        return _prepare(source, resolution, min_size)
     try:
-        with Image.open(path) as img:
-            if min(img.size) < min_size:  # from the header, before paying for the decode
-                return TOO_SMALL
-            img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
-            img = img.convert("RGB")  # forces the full decode, so truncated files fail here
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            return _prepare(img, resolution, min_size)
+    except _DECODE_ERRORS:
+        return UNREADABLE
+
+
+def _prepare(img: Image.Image, resolution: int, min_size: int) -> torch.Tensor | str:
+    if min(img.size) < min_size:  # from the header, before paying for the decode
+        return TOO_SMALL
+    try:
+        img = ImageOps.exif_transpose(img)  # phone photos store rotation in EXIF
+        img = img.convert("RGB")  # forces the full decode, so truncated files fail here
     except _DECODE_ERRORS:
         return UNREADABLE
     return to_tensor(center_crop(img, resolution))

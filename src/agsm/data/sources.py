@@ -1,10 +1,12 @@
-"""Readers that turn a user's image-caption data into `Record`s (an image path and all its captions).
+"""Readers that turn a user's image-caption data into `Record`s (an image and all its captions).
 
-Two layouts are understood:
+Two layouts on disk are read here:
 - a Hugging Face imagefolder: `root/metadata.jsonl`, one JSON object per line with `file_name` and `text`
   (a caption, or a list of captions);
 - COCO captions: an image folder plus a captions json with `images` (id, file_name) and `annotations`
   (image_id, caption).
+Hugging Face `datasets` (hf_datasets.py) give a `RecordSource` instead of a list: records read in order, one
+pass at a time, whose images may be held in memory rather than in files.
 
 Every image keeps all its captions; training draws one of them at random each time it uses the image.
 Problems in the data are errors that name the file, line or annotation and say what to do.
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .errors import DataError
+from .images import ImageSource
 
 log = logging.getLogger("agsm.data")
 
@@ -25,10 +30,33 @@ _EXAMPLE_LINE = '{"file_name": "cat.png", "text": "a cat on a mat"}'
 
 @dataclass(frozen=True)
 class Record:
-    """One image on disk and its captions (at least one, none blank)."""
+    """One image and its captions (at least one, none blank).
+
+    path: the image file; for an image held in memory, the name errors and the cache index give it.
+    image: the image itself when it is not read from `path`: an encoded file's bytes or a decoded PIL image.
+    """
 
     path: Path
     captions: tuple[str, ...]
+    image: bytes | object | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def image_source(self) -> ImageSource:
+        """What `images.load_image` opens: the in-memory image, else the file."""
+        return self.path if self.image is None else self.image
+
+
+class RecordSource(Protocol):
+    """Records read in order, one pass per iteration, without holding them all: a (streamed) dataset.
+
+    The cache builder takes one in place of a list of records and iterates it once."""
+
+    size: int | None  # how many records a pass yields, when known (for progress)
+
+    def __iter__(self) -> Iterator[Record]: ...
+
+    def fingerprint(self) -> str:
+        """Changes whenever the records (images or captions) would: part of the cache key."""
 
 
 def read_imagefolder(root: str | Path) -> list[Record]:

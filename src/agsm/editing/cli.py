@@ -53,19 +53,21 @@ def run_edit(args, extra) -> None:
     from PIL import Image
 
     from ..atomic_files import write_json
+    from ..devices import resolve_device_and_dtype
     from ..pipelines import load_soft_tokens, pipeline_architecture
     from ..sample import load_pipeline
     from . import edit, edit_options
 
     if extra:
         raise ValueError(f"unknown arguments {extra}; see agsm edit -h")
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
     image_path = Path(args.image)
     if not image_path.is_file():
         raise FileNotFoundError(f"no image at {image_path}; pass --image FILE (PNG or JPEG)")
     image = Image.open(image_path).convert("RGB")
     if args.size:
         image = image.resize((args.size, args.size), Image.Resampling.LANCZOS)
-    pipe = load_pipeline(args.model, args.device)
+    pipe = load_pipeline(args.model, device, dtype)
     method, opts = edit_options(pipe, args.method, **options_from_args(args))  # validate before any work
     if args.tokens:
         load_soft_tokens(pipe, args.tokens, uncond_tokens=args.uncond_tokens)
@@ -81,22 +83,25 @@ def run_edit(args, extra) -> None:
               "uncond_tokens": args.uncond_tokens if args.tokens else None, "image": str(image_path),
               "size": [image.width, image.height], "source_prompt": args.source_prompt,
               "target_prompt": args.target_prompt, "seed": args.seed, "method": method,
-              "options": dataclasses.asdict(opts), "output": "edited.png", "seconds": round(seconds, 2)}
+              "options": dataclasses.asdict(opts), "output": "edited.png", "seconds": round(seconds, 2),
+              "device": str(pipe.device), "dtype": str(pipe.dtype).removeprefix("torch.")}
     write_json(out / "edit.json", record)
     print(f"wrote edited.png and edit.json to {out} ({method}, {seconds:.1f} s)")
 
 
 def add_commands(subparsers) -> None:
     """Register `agsm edit` on the top-level sub-command parsers."""
+    from ..devices import add_device_options
+
     p = subparsers.add_parser("edit", help="edit an image towards a target prompt (FlowEdit / DDIM inversion)")
     p.add_argument("--model", required=True, help="local diffusers pipeline folder")
     p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=True, help="the image to edit (PNG or JPEG)")
     p.add_argument("--source-prompt", required=True, help="what the image shows")
     p.add_argument("--target-prompt", required=True, help="what it should show after the edit")
     p.add_argument("--out", required=True, help="folder for edited.png and edit.json")
     p.add_argument("--seed", type=int, default=0, help="FlowEdit's noise draws (DDIM inversion is deterministic)")
     p.add_argument("--size", type=int, help="resize the image to SIZE x SIZE first")
-    p.add_argument("--device", default="cpu")
+    add_device_options(p)
     add_edit_options(p)
     p.set_defaults(run=run_edit)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .conditioning import PromptCond, guided_predictions
 
@@ -52,7 +52,7 @@ def _schedulers(pipe, steps: int):
 def _run(scheduler, pipe, latents, cond: PromptCond, guidance: float, desc: str, progress: bool,
          trajectory: list | None = None):
     """The scheduler's DDIM steps from `latents`; each step's latent is appended to `trajectory` when given."""
-    for t in tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False):
+    for t in progress_bar(scheduler.timesteps, desc=desc, disable=not progress, leave=False):
         model_in = scheduler.scale_model_input(latents, t)
         (prediction,) = guided_predictions(pipe, t, [(model_in, cond, guidance)])
         latents = scheduler.step(prediction, t, latents).prev_sample

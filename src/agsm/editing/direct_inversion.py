@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .conditioning import PromptCond, guided_predictions
 from .trajectory import check_options, invert_trajectory
@@ -52,7 +52,7 @@ def direct_inversion_latents(pipe, x0_src: torch.Tensor, source: PromptCond, tar
     trajectory, scheduler = invert_trajectory(pipe, x0_src, source, options.steps, options.source_guidance, progress)
     w = options.target_guidance
     latents = trajectory[-1]
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc="direct inversion", disable=not progress, leave=False)):
+    for i, t in enumerate(progress_bar(scheduler.timesteps, desc="direct inversion", disable=not progress, leave=False)):
         x_source = trajectory[options.steps - i]  # z*_t: the source branch is always on the trajectory
         pred_source, pred_target = guided_predictions(pipe, t, [(scheduler.scale_model_input(x_source, t), source, w),
                                                                 (scheduler.scale_model_input(latents, t), target, w)])

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .conditioning import PromptCond, guided_predictions
 from .flowedit import flow_schedule
@@ -71,7 +71,7 @@ def flowalign_latents(pipe, x_src: torch.Tensor, source: PromptCond, target: Pro
     timesteps, sigmas = flow_schedule(pipe, options.steps, x_src)
     towards_target = against(source, target)  # CFG from source to target
     x = x_src.clone()
-    for i in tqdm(range(options.steps - options.n_max, options.steps), desc="FlowAlign", disable=not progress,
+    for i in progress_bar(range(options.steps - options.n_max, options.steps), desc="FlowAlign", disable=not progress,
                   leave=False):
         s, ds = sigmas[i], sigmas[i + 1] - sigmas[i]
         # One noise draw per step, as FlowEdit's (n_avg = 1), so both methods see the same noise from a seed.

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .conditioning import PromptCond, guided_predictions
 from .prompt_mix import null_prompt
@@ -91,7 +91,7 @@ def flowedit_latents(pipe, x0_src: torch.Tensor, source: PromptCond, target: Pro
     first, sample_from = options.steps - options.n_max, options.steps - options.n_min
     noise = lambda: torch.randn(x0_src.shape, generator=generator, dtype=x0_src.dtype).to(x0_src.device)  # noqa: E731
     z_edit, z_tar = x0_src.clone(), None
-    for i in tqdm(range(first, options.steps), desc="FlowEdit", disable=not progress, leave=False):
+    for i in progress_bar(range(first, options.steps), desc="FlowEdit", disable=not progress, leave=False):
         s, ds = sigmas[i], sigmas[i + 1] - sigmas[i]
         if i < sample_from:
             delta = torch.zeros_like(x0_src)

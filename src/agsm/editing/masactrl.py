@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from ..pipelines import denoiser_of
 from .conditioning import PromptCond, guided_predictions
@@ -74,7 +74,7 @@ def masactrl_latents(pipe, x0_src: torch.Tensor, source: PromptCond, target: Pro
     x_source = x_target = trajectory[-1]
     hooks = [(m, mutual) for m in controlled_projections(denoiser_of(pipe), options.start_layer)]
     with hooked(hooks):
-        for i, t in enumerate(tqdm(scheduler.timesteps, desc="MasaCtrl", disable=not progress, leave=False)):
+        for i, t in enumerate(progress_bar(scheduler.timesteps, desc="MasaCtrl", disable=not progress, leave=False)):
             mutual.set(i >= options.start_step, pairs, batch)
             pred_source, pred_target = guided_predictions(
                 pipe, t, [(scheduler.scale_model_input(x_source, t), source, options.source_guidance),

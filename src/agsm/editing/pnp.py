@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from ..pipelines import denoiser_of
 from .conditioning import PromptCond, guided_predictions
@@ -83,7 +83,7 @@ def pnp_latents(pipe, x0_src: torch.Tensor, source: PromptCond, target: PromptCo
     latents = trajectory[-1]
     hooks = [(m, features) for m in convs] + [(m, attention) for m in projections]
     with hooked(hooks):
-        for i, t in enumerate(tqdm(scheduler.timesteps, desc="PnP", disable=not progress, leave=False)):
+        for i, t in enumerate(progress_bar(scheduler.timesteps, desc="PnP", disable=not progress, leave=False)):
             features.set(i < n_features, pairs, batch)
             attention.set(i < n_attention, pairs, batch)
             x_source = trajectory[options.steps - i]  # the source at this step's noise level, from the inversion

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .conditioning import PromptCond, guided_predictions
 from .flowedit import flow_schedule
@@ -85,7 +85,7 @@ def rf_invert(pipe, y0: torch.Tensor, prompt: PromptCond, guidance: float, gamma
     """The controlled forward ODE (Eq. 8): y0 at s = 0 to structured noise at s = 1 over the reversed `sigmas`."""
     levels = sigmas.flip(0)  # 0 = s_N < ... < s_0 = 1
     y = y0.clone()
-    for i in tqdm(range(len(levels) - 1), desc="RF-Inversion (invert)", disable=not progress, leave=False):
+    for i in progress_bar(range(len(levels) - 1), desc="RF-Inversion (invert)", disable=not progress, leave=False):
         s, s_next = levels[i], levels[i + 1]
         (v,) = guided_predictions(pipe, _timestep(pipe, s), [(y, prompt, guidance)])
         conditional = (y1 - y) / (1 - s)  # s < 1 on every step taken
@@ -103,7 +103,7 @@ def rf_inversion_latents(pipe, x0: torch.Tensor, source: PromptCond, target: Pro
     prompt = null_prompt(source) if options.invert_with == "null" else source
     x = rf_invert(pipe, x0, prompt, options.source_guidance, options.gamma, sigmas, y1, progress)
     eta_steps = options.eta_steps
-    for i in tqdm(range(options.steps), desc="RF-Inversion (edit)", disable=not progress, leave=False):
+    for i in progress_bar(range(options.steps), desc="RF-Inversion (edit)", disable=not progress, leave=False):
         s = sigmas[i]
         (v,) = guided_predictions(pipe, timesteps[i], [(x, target, options.target_guidance)])
         eta = options.eta if i in eta_steps else 0.0

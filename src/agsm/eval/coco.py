@@ -5,11 +5,13 @@
         hpsv2=/models/hpsv2 --inception /models/pt_inception-2015-12-05-6726825d.pth
 
 The first caption of each val2017 image (coco_data.py says which is first), images sorted by id, the first --num;
-image i drawn with seed + i by the backbone's evaluation sampler (SD1.5/SDXL DDIM 30 CFG 7, SD3 flow Euler 28 CFG 4;
---steps/--guidance/--size override). Images go to OUT/images/ and OUT/manifest.jsonl; a killed run started again
-with the same settings redraws only what is missing. Then every --metrics NAME=PATH scores every image (cached per
-metric in OUT/scores/), and FID compares the images with the same val2017 images centre-cropped and resized to the
-generated size (statistics cached in --fid-reference, default OUT/fid_reference_<size>px_<n>.npz).
+image i drawn with seed + i by the model's recommended sampler, else the backbone's evaluation sampler (SD1.5/SDXL
+DDIM 30 CFG 7, SD3 flow Euler 28 CFG 4; --steps/--guidance/--size override), on --device in --dtype (the metric
+networks score in float32 unless --dtype names a precision). Images go to OUT/images/ and OUT/manifest.jsonl; a
+killed run started again with the same settings redraws only what is missing. Then every --metrics NAME=PATH
+scores every image (cached per metric in OUT/scores/), and FID compares the images with the same val2017 images
+centre-cropped and resized to the generated size (statistics cached in --fid-reference, default
+OUT/fid_reference_<size>px_<n>.npz).
 Writes results.json (config, mean per metric, n, FID), scores.jsonl (per image) and results.md (METHOD.md's layout).
 """
 from __future__ import annotations
@@ -19,12 +21,12 @@ import logging
 import statistics
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..atomic_files import write_text
+from ..devices import resolve_device_and_dtype
+from ..progress import progress
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
-from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, open_pipeline,
-                         parse_dtype, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
+from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, metric_dtype,
+                         open_pipeline, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
 from .scoring import default_metric_loader, parse_metric_specs, score_files
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ COLUMNS = (("imagereward", "ImageReward x100", 100.0), ("pickscore", "PickScore"
 
 def evaluate_coco(args, metric_loader=default_metric_loader, fid_extractor=None) -> dict:
     """Run the protocol for parsed `args` (see add_commands); tests inject a metric loader / FID extractor."""
+    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
     out = Path(args.out)
     items = read_captions(args.coco, args.num, args.caption_order)
     # every weight path is checked before hours of generation
@@ -80,13 +83,13 @@ def _draw(args, items: list[dict], out: Path, images_dir: Path):
     config = run_config(args, caption_order=args.caption_order)
     if not todo and (out / "config.json").is_file():  # all drawn: the sampler is the recorded one, no model load
         return saved_sampler(out / "config.json", config, args)
-    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, parse_dtype(args.dtype),
+    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
                                   args.steps, args.guidance, args.size)
     check_same_config(out / "config.json", {**config, "sampler": sampler_dict(sampler)})
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
     log.info("%d of %d images to draw (%d already in %s)", len(todo), len(items), len(items) - len(todo), images_dir)
-    bar = tqdm(total=len(todo), desc="generating", unit="img")
+    bar = progress(total=len(todo), desc="eval coco: generating", unit="img")
     for start in range(0, len(todo), args.batch_size):
         chunk = todo[start:start + args.batch_size]
         images = generate(pipe, [it["caption"] for it in chunk], [args.seed + it["index"] for it in chunk], sampler)
@@ -109,7 +112,7 @@ def _scores(name, weights, paths, prompts, out: Path, args, metric_loader) -> li
         if {k: held.get(k) for k in key} == key:
             log.info("%s: reusing %s", name, cache)
             return held["scores"]
-    metric = metric_loader(name, weights, args.device, parse_dtype(args.dtype), args.metric_batch_size)
+    metric = metric_loader(name, weights, _metric_device(args), metric_dtype(args), args.metric_batch_size)
     scores = score_files(metric, paths, prompts)
     cache.parent.mkdir(exist_ok=True)
     write_json(cache, {**key, "scores": scores})
@@ -122,7 +125,7 @@ def _fid(args, items, paths, size: int, out: Path, extractor) -> dict | None:
         return None
     from ..metrics.fid import FeatureStats, compute_stats, fid_from_stats, inception_extractor
 
-    extractor = extractor or inception_extractor(args.inception, args.device)
+    extractor = extractor or inception_extractor(args.inception, _metric_device(args))
     ref_path = Path(args.fid_reference or out / f"fid_reference_{size}px_{len(items)}.npz")
     if ref_path.is_file():
         log.info("FID reference statistics from %s", ref_path)
@@ -137,6 +140,12 @@ def _fid(args, items, paths, size: int, out: Path, extractor) -> dict | None:
     generated = compute_stats(paths, extractor, args.metric_batch_size)
     return {"value": float(fid_from_stats(generated, reference)), "n": generated.n, "reference": str(ref_path),
             "reference_n": reference.n}
+
+
+def _metric_device(args) -> str:
+    from ..devices import resolve_device
+
+    return resolve_device(args.device)
 
 
 def results_markdown(results: list[dict]) -> str:

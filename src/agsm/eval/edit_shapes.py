@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..atomic_files import write_json, write_text
+from ..devices import add_device_options, dtype_name, resolve_device_and_dtype
 from ..editing import edit, edit_options
 from ..editing.latents import decode_latents, encode_image
 from ..editing.preservation import found_in_place, outside_box, psnr
 from ..pipelines import load_soft_tokens, remove_soft_tokens
+from ..progress import progress as progress_bar
 from ..sample import default_size, load_pipeline
 from ..shapes.detect import detect
 from ..shapes.grammar import object_phrase
@@ -142,11 +142,12 @@ def _groups(records: list[dict]) -> dict:
     return {name: summarize(rs) for name, rs in groups.items() if rs}
 
 
-def _run_variant(pipe, run: ResumableRun, variant: int, cases, sources, seed, method, opts, progress) -> None:
+def _run_variant(pipe, run: ResumableRun, variant: int, name: str, cases, sources, seed, method, opts,
+                 show_progress: bool) -> None:
     """Edit every case the manifest does not hold yet; each edit's image and record are kept as it finishes."""
     done = run.entries
     todo = [(case, source) for case, source in zip(cases, sources) if variant * len(cases) + case.index not in done]
-    for case, source in tqdm(todo, desc="edits", disable=not progress):
+    for case, source in progress_bar(todo, desc=f"edit-shapes {name}", unit="edit", disable=not show_progress):
         start = time.perf_counter()
         image = edit(pipe, source, case.source_prompt, case.target_prompt, seed=seed + case.index,
                      method=method, progress=False, **dataclasses.asdict(opts))
@@ -161,10 +162,12 @@ def _run_variant(pipe, run: ResumableRun, variant: int, cases, sources, seed, me
 
 def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, method: str | None = None,
                        uncond_tokens: str = "positive", device: str = "cpu", pipe=None, progress: bool = True,
-                       **options) -> dict:
+                       dtype="float32", **options) -> dict:
     """Run every case base (and with tokens), write results.json, results.md, timing.json and grid.png; returns
-    the results. A killed run, started again with the same arguments, redoes only the missing edits."""
-    pipe = pipe or load_pipeline(model, device)
+    the results. A killed run, started again with the same arguments (and precision), redoes only the missing
+    edits. device / dtype ('auto' allowed) are ignored when `pipe` is given."""
+    if pipe is None:
+        pipe = load_pipeline(model, *resolve_device_and_dtype(device, dtype))
     if default_size(pipe) != CANVAS:
         raise ValueError(f"{model} draws {default_size(pipe)} px images; the ShapesWorld benchmark needs a "
                          f"{CANVAS} px ShapesWorld model such as src/agsm/shapes/models/sd15-tiny")
@@ -178,7 +181,8 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
                              "tokens": str(Path(tokens).resolve()) if tokens else None,
                              "tokens_sha256": file_digest(resolve_token_path(tokens)) if tokens else None,
                              "uncond_tokens": uncond_tokens, "n": n, "seed": seed, "method": method,
-                             "options": dataclasses.asdict(opts)}, items_dir="edits")
+                             "options": dataclasses.asdict(opts), "dtype": dtype_name(pipe.dtype)},
+                       items_dir="edits")
     results = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
                "n": n, "seed": seed, "method": method, "options": dataclasses.asdict(opts),
                "vae_round_trip_psnr": sum(round_trip) / n, "variants": {}}
@@ -188,7 +192,7 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
         if token_path:
             load_soft_tokens(pipe, token_path, uncond_tokens=uncond_tokens)
         log.info("edit-shapes: %d edits, %s (%s)", n, name, method)
-        _run_variant(pipe, run, v, cases, sources, seed, method, opts, progress)
+        _run_variant(pipe, run, v, name, cases, sources, seed, method, opts, progress)
         entries = run.entries
         done = [entries[v * n + c.index] for c in cases]
         images[name] = [run.image(v * n + c.index) for c in cases]
@@ -243,7 +247,7 @@ def _run(args, extra) -> None:
         raise ValueError(f"unknown arguments {extra}; see agsm eval edit-shapes -h")
     results = run_edit_benchmark(args.model, args.out, tokens=args.tokens, n=args.n, seed=args.seed,
                                  method=args.method, uncond_tokens=args.uncond_tokens, device=args.device,
-                                 **options_from_args(args))
+                                 dtype=args.dtype, **options_from_args(args))
     for name, variant in results["variants"].items():
         s = variant["summary"]["all"]
         print(f"{name:7s} success {s['success']:.3f}  clean {s['clean']:.3f}  PSNR {s['psnr']:.2f} dB  "
@@ -258,9 +262,10 @@ def add_commands(eval_subparsers) -> None:
     p = eval_subparsers.add_parser("edit-shapes", help="ShapesWorld editing benchmark, judged exactly")
     p.add_argument("--model", required=True, help="a 64 px ShapesWorld pipeline folder")
     p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder): runs base and tokens, same seeds")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for results.json, results.md, timing.json, grid.png, edits/")
     p.add_argument("--n", type=int, default=60, help="edit cases (default 60)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the scenes are drawn from it; case i's edit noise uses seed + i (default 0)")
+    add_device_options(p)
     add_edit_options(p)
     p.set_defaults(run=_run)

@@ -1,7 +1,8 @@
 """Shared pieces of the generation-based evaluations (COCO, GenEval export, PIE-Bench).
 
-A model folder (+ optional soft tokens) becomes a pipeline with METHOD.md's evaluation sampler for its
-architecture; every image has its own seed, so any single image can be redrawn; images are written
+A model folder (+ optional soft tokens) becomes a pipeline with the model's recommended sampler, else METHOD.md's
+evaluation sampler for its architecture (agsm.sampler_defaults), on --device in --dtype (agsm.devices); every
+image has its own seed, so any single image can be redrawn; images are written
 atomically and recorded in an append-only JSONL manifest, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from ..devices import add_device_options, dtype_name, resolve_device_and_dtype
+from ..sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,13 @@ def add_model_args(parser, tokens: bool = True) -> None:
     parser.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
     if tokens:
         parser.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
-        parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"))
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the backbone's evaluation sampler)")
-    parser.add_argument("--guidance", type=float, help="CFG scale (default: the backbone's evaluation sampler)")
+        parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
+                            help="which token set the unconditional branch sees, with --tokens (default positive)")
+    parser.add_argument("--steps", type=int, help=STEPS_HELP)
+    parser.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    add_device_options(parser)
 
 
 def report_command(command: str, evaluate, markdown):
@@ -48,36 +50,39 @@ def report_command(command: str, evaluate, markdown):
     return run
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"--dtype {name!r} is not one of {tuple(DTYPES)}")
-    return DTYPES[name]
+def metric_dtype(args) -> torch.dtype:
+    """The metric networks' precision: float32 unless --dtype names one. Scores in the paper's tables are
+    float32 numbers, and --dtype auto must not make them depend on the machine (bf16 on a GPU, fp32 on a CPU)."""
+    _, dtype = resolve_device_and_dtype(args.device, args.dtype)
+    return torch.float32 if str(args.dtype).lower() == "auto" else dtype
 
 
 def open_pipeline(model, tokens=None, uncond_tokens: str = "positive", device: str = "cpu",
-                  dtype: torch.dtype = torch.float32, steps: int | None = None, guidance: float | None = None,
-                  size: int | None = None):
-    """Load `model` (+ tokens) and resolve the sampler: the architecture's defaults unless overridden."""
-    from ..pipelines import load_soft_tokens, pipeline_architecture
-    from ..sample import SAMPLER_DEFAULTS, default_size, load_pipeline
+                  dtype: torch.dtype | str = torch.float32, steps: int | None = None, guidance: float | None = None,
+                  size: int | None = None, token_scale: float = 1.0):
+    """Load `model` (+ tokens at `token_scale`, 1 = as trained) on `device` in `dtype` ('auto' allowed) and resolve
+    the sampler: the model's recommended one, else its architecture's, unless overridden."""
+    from ..pipelines import load_soft_tokens
+    from ..sample import default_size, load_pipeline
+    from ..sampler_defaults import resolve_sampler
 
+    if size is not None and size < 1:
+        raise ValueError(f"--size {size} must be >= 1")
     pipe = load_pipeline(model, device, dtype)
     if tokens:
-        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
-    defaults = SAMPLER_DEFAULTS[pipeline_architecture(pipe)]
-    for name, value in (("steps", steps), ("size", size)):
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} {value} must be >= 1")
-    sampler = Sampler(steps or defaults["steps"], defaults["guidance"] if guidance is None else guidance,
-                      size or default_size(pipe))
-    return pipe, sampler
+        load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens, scale=token_scale)
+    steps, guidance = resolve_sampler(pipe, steps, guidance)
+    return pipe, Sampler(steps, guidance, size or default_size(pipe))
 
 
 def run_config(args, **extra) -> dict:
-    """What identifies a run's images: resuming with anything different would mix two runs."""
+    """What identifies a run's images: resuming with anything different would mix two runs. The precision is the
+    resolved one, so a run started with --dtype auto on a CPU (float32) does not resume on a GPU (bfloat16)."""
     tokens = getattr(args, "tokens", None)
+    _, dtype = resolve_device_and_dtype(args.device, args.dtype)
     return {"model": str(Path(args.model).resolve()), "tokens": str(Path(tokens).resolve()) if tokens else None,
-            "uncond_tokens": getattr(args, "uncond_tokens", None), "seed": args.seed, "dtype": args.dtype, **extra}
+            "uncond_tokens": getattr(args, "uncond_tokens", None), "seed": args.seed, "dtype": dtype_name(dtype),
+            **extra}
 
 
 def default_label(args) -> str:

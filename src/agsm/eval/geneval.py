@@ -16,10 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from .generation import (add_model_args, check_same_config, generate, open_pipeline, parse_dtype, run_config,
-                         sampler_dict, save_png)
+from ..devices import resolve_device_and_dtype
+from ..progress import progress
+from .generation import (add_model_args, check_same_config, generate, open_pipeline, run_config, sampler_dict,
+                         save_png)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def read_metadata(path) -> list[tuple[str, dict]]:
 
 def export_geneval(args) -> dict:
     """Draw every missing sample; returns {'prompts', 'images', 'drawn'} counts."""
+    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
     if args.images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {args.images_per_prompt} must be >= 1")
     if args.batch_size < 1:
@@ -61,25 +62,24 @@ def export_geneval(args) -> dict:
     todo = {i: js for i, js in todo.items() if js}
     log.info("%d of %d prompt folders to complete in %s", len(todo), len(lines), out)
     pipe = sampler = None
-    bar = tqdm(total=sum(len(js) for js in todo.values()), desc="geneval export", unit="img")
-    for i, samples in todo.items():
-        if pipe is None:
-            pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device,
-                                          parse_dtype(args.dtype), args.steps, args.guidance, args.size)
-            check_same_config(out / "export.json", {**run_config(args, images_per_prompt=per,
-                                                                 metadata=str(Path(args.metadata).resolve())),
-                                                    "sampler": sampler_dict(sampler)})
-        folder = _folder(out, i)
-        (folder / "samples").mkdir(parents=True, exist_ok=True)
-        (folder / "metadata.jsonl").write_text(lines[i][0] + "\n")
-        prompt = lines[i][1]["prompt"]
-        for start in range(0, len(samples), args.batch_size):
-            chunk = samples[start:start + args.batch_size]
-            images = generate(pipe, [prompt] * len(chunk), [args.seed + i * per + j for j in chunk], sampler)
-            for j, image in zip(chunk, images):
-                save_png(image, folder / "samples" / f"{j:04d}.png")
-                bar.update(1)
-    bar.close()
+    with progress(total=sum(len(js) for js in todo.values()), desc="geneval export", unit="img") as bar:
+        for i, samples in todo.items():
+            if pipe is None:
+                pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
+                                              args.steps, args.guidance, args.size)
+                check_same_config(out / "export.json", {**run_config(args, images_per_prompt=per,
+                                                                     metadata=str(Path(args.metadata).resolve())),
+                                                        "sampler": sampler_dict(sampler)})
+            folder = _folder(out, i)
+            (folder / "samples").mkdir(parents=True, exist_ok=True)
+            (folder / "metadata.jsonl").write_text(lines[i][0] + "\n")
+            prompt = lines[i][1]["prompt"]
+            for start in range(0, len(samples), args.batch_size):
+                chunk = samples[start:start + args.batch_size]
+                images = generate(pipe, [prompt] * len(chunk), [args.seed + i * per + j for j in chunk], sampler)
+                for j, image in zip(chunk, images):
+                    save_png(image, folder / "samples" / f"{j:04d}.png")
+                bar.update(len(chunk))
     return {"prompts": len(lines), "images": len(lines) * per, "drawn": sum(len(js) for js in todo.values())}
 
 
@@ -92,8 +92,8 @@ def add_commands(eval_subparsers) -> None:
                                                           "(score them with the official GenEval scorer)")
     add_model_args(p)
     p.add_argument("--metadata", required=True, help="GenEval's prompts/evaluation_metadata.jsonl")
-    p.add_argument("--out", required=True)
-    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--out", required=True, help="folder for GenEval's layout: <prompt index>/samples/<j>.png")
+    p.add_argument("--images-per-prompt", type=int, default=4, help="samples per prompt (default 4, GenEval's)")
     p.add_argument("--batch-size", type=int, default=4, help="images per generation call")
     p.set_defaults(run=_run)
 

@@ -20,11 +20,12 @@ import math
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..atomic_files import write_text
-from .generation import (DTYPES, Manifest, check_same_config, default_label, open_pipeline, parse_dtype,
-                         report_command, run_config, save_png, write_json)
+from ..devices import add_device_options, resolve_device, resolve_device_and_dtype
+from ..progress import progress
+from .generation import (Manifest, check_same_config, default_label, metric_dtype, open_pipeline, report_command,
+                         run_config, save_png, write_json)
 from .pie_data import EDITING_TYPES, decode_mask, read_mapping
 from ..metrics.pie_metrics import DISPLAY, METRICS, WEIGHTS, background_scores, clip_scores
 from .scoring import default_metric_loader
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_pie(args, editor=None, metric_loader=default_metric_loader) -> dict:
     """Edit every missing entry, then score all; tests pass a fake `editor` with edit()'s signature."""
+    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
     chosen = _chosen_metrics(args)
     items = read_mapping(args.pie, args.types.split(",") if args.types else None, args.num)
     scorers = _load_scorers(args, chosen, metric_loader)  # bad weights fail before hours of editing
@@ -87,13 +89,13 @@ def _edit_all(args, items: list[dict], out: Path, editor) -> None:
     if not todo and (out / "config.json").is_file():  # all edited: check the settings without loading the model
         _check_finished(out / "config.json", args, options_from_args(args))
         return
-    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, parse_dtype(args.dtype),
+    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
                                   size=args.size)
     method, options = edit_options(pipe, args.method, **options_from_args(args))
     check_same_config(out / "config.json", {**run_config(args), "size": sampler.size, "method": method,
                                             "options": dataclasses.asdict(options)})
     editor = editor or edit
-    for it in tqdm(todo, desc="PIE-Bench edits", unit="img"):
+    for it in progress(todo, desc="PIE-Bench edits", unit="img"):
         with Image.open(it["image"]) as image:
             source = image.convert("RGB").resize((sampler.size, sampler.size), Image.Resampling.LANCZOS)
         edited = editor(pipe, source, it["source_prompt"], it["target_prompt"], seed=args.seed + it["index"],
@@ -119,16 +121,17 @@ def _load_scorers(args, chosen: dict, metric_loader) -> dict:
     from ..metrics.structure_distance import load_structure_distance
 
     clip_path = chosen.get("clip_whole") or chosen.get("clip_edited")
-    return {"lpips": load_lpips(chosen["lpips"], args.lpips_net, args.device) if "lpips" in chosen else None,
-            "structure": load_structure_distance(chosen["structure_distance"], args.device, args.dino_layer)
+    device = resolve_device(args.device)
+    return {"lpips": load_lpips(chosen["lpips"], args.lpips_net, device) if "lpips" in chosen else None,
+            "structure": load_structure_distance(chosen["structure_distance"], device, args.dino_layer)
             if "structure_distance" in chosen else None,
-            "clip": metric_loader("clip", clip_path, args.device, parse_dtype(args.dtype), 16) if clip_path else None}
+            "clip": metric_loader("clip", clip_path, device, metric_dtype(args), 16) if clip_path else None}
 
 
 def _score_all(items, out: Path, manifest: dict, chosen: dict, scorers: dict, chunk: int = 32) -> list[dict]:
     clip, lpips, structure = scorers["clip"], scorers["lpips"], scorers["structure"]
     rows = []
-    for start in tqdm(range(0, len(items), chunk), desc="PIE-Bench metrics", unit="chunk"):
+    for start in progress(range(0, len(items), chunk), desc="PIE-Bench metrics", unit="chunk"):
         batch = items[start:start + chunk]
         sources, edits, masks = [], [], []
         for it in batch:
@@ -184,7 +187,7 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
     p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
     p.add_argument("--pie", required=True, help="PIE-Bench's data folder: mapping_file.json, annotation_images/")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for edited/, manifest, results.json, scores.jsonl, results.md")
     add_edit_options(p)
     p.add_argument("--size", type=int, help="edit at this side in pixels (default: the model's native size)")
     p.add_argument("--seed", type=int, default=0, help="entry i (in sorted-id order) uses seed + i")
@@ -197,8 +200,7 @@ def add_commands(eval_subparsers) -> None:
                    help="LPIPS backbone (PIE-Bench: squeeze)")
     p.add_argument("--dino", help="transformers DINO ViT folder (facebook/dino-vitb8) for the structure distance")
     p.add_argument("--dino-layer", type=int, help="layer whose keys are compared (default: the last, 11 for ViT-B)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    add_device_options(p)
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
     p.set_defaults(run=report_command("pie-bench", evaluate_pie, results_markdown))
 

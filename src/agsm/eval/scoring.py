@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def default_metric_loader(name: str, weights: str, device: str, dtype: torch.dty
 def score_files(metric, paths: list[Path], prompts: list[str], chunk: int = 256) -> list[float]:
     """metric.score over the images at `paths` (with their prompts), `chunk` files in memory at a time."""
     scores = []
-    bar = tqdm(total=len(paths), desc=f"scoring {metric.name}", unit="img")
+    bar = progress(total=len(paths), desc=f"scoring {metric.name}", unit="img")
     for start in range(0, len(paths), chunk):
         images = [_load(p) for p in paths[start:start + chunk]]
         scores.extend(float(s) for s in metric.score(images, prompts[start:start + chunk]))

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic_files import write_json
+from ..devices import dtype_name, resolve_device_and_dtype
 from ..pipelines import load_soft_tokens
+from ..progress import progress
 from ..report.grids import framed, grid
 from ..sample import load_pipeline
 from ..shapes.evaluate import image_seed, judge_image, sampler_record, suite_jobs, summarize
@@ -27,10 +29,13 @@ from .resumable import ResumableRun, file_digest, folder_stamp
 def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: int = 1, seed: int = 0,
                     steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
-                    keep_images: bool = False, batch_size: int = 50) -> dict:
+                    keep_images: bool = False, batch_size: int = 50, device: str = "cpu",
+                    dtype="float32", show_progress: bool = True) -> dict:
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
-    steps / guidance None: the ShapesWorld sampler of the model's architecture (shapes.generate.SAMPLER_DEFAULTS).
+    steps / guidance None: the model's recommended sampler (the shipped models: 25 steps, guidance sd15 6, sd3 5),
+    else its architecture's (agsm.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
+    given; a run resumes only in the precision it started with.
     """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
@@ -40,24 +45,31 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
     if per_category is not None:
         suite = [line for c in CATEGORIES for line in [l for l in suite if l["category"] == c][:per_category]]
     jobs = suite_jobs(suite, images_per_prompt)
+    if pipe is None:
+        device, dtype = resolve_device_and_dtype(device, dtype)
+    else:
+        device, dtype = str(pipe.device), pipe.dtype
     settings = {"model": str(Path(model).resolve()), "model_files": folder_stamp(model),
                 "tokens": str(Path(tokens).resolve()) if tokens else None,
                 "tokens_sha256": file_digest(_token_file(tokens)), "uncond_tokens": uncond_tokens,
                 "suite": [[line["prompt"], line["category"], line["seed"]] for line in suite],
                 "images_per_prompt": images_per_prompt, "seed": seed, "steps": steps, "guidance": guidance,
-                "batch_size": batch_size}
+                "batch_size": batch_size, "dtype": dtype_name(dtype)}
     run = ResumableRun(out, settings)
     done = run.entries
     batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
     todo = [b for b in batches if not all(i in done for i in b)]
     if todo or run.sampler is None:
-        pipe = pipe or load_pipeline(model)
+        pipe = pipe or load_pipeline(model, device, dtype)
         if tokens:
             load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
         steps, guidance = resolve_sampler(pipe, steps, guidance)
         run.set_sampler(sampler_record(pipe, steps, guidance))
-        for batch in todo:
-            _draw_batch(pipe, run, [(i, *jobs[i]) for i in batch], seed, steps, guidance)
+        with progress(total=sum(len(b) for b in todo), desc="eval shapes", unit="img",
+                      disable=not show_progress) as bar:
+            for batch in todo:
+                _draw_batch(pipe, run, [(i, *jobs[i]) for i in batch], seed, steps, guidance)
+                bar.update(len(batch))
     entries = run.entries
     judged = [{k: v for k, v in entries[i].items() if k not in ("index", "file")} for i in range(len(jobs))]
     result = summarize(judged, images_per_prompt=images_per_prompt, seed=seed, sampler=run.sampler)

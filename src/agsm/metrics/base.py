@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -54,7 +54,7 @@ class ImageTextMetric:
             if not isinstance(prompt, str):
                 raise TypeError(f"{self.name}: prompts[{i}] is a {type(prompt).__name__}, expected str")
         scores = []
-        with tqdm(total=len(images), desc=self.name, unit="img", disable=not self.progress) as bar:
+        with progress_bar(total=len(images), desc=self.name, unit="img", disable=not self.progress) as bar:
             for start in range(0, len(images), self.batch_size):
                 stop = start + self.batch_size
                 with torch.inference_mode():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from .images import as_image_list, unit_batches
 from .inception import load_fid_inception
@@ -75,7 +75,7 @@ def compute_stats(images_or_folder, extractor: Extractor, batch_size: int = 50, 
         raise ValueError(f"FID statistics need at least 2 images, got {len(images)}")
     shift = total = outer = None
     n = 0
-    with tqdm(total=len(images), desc="fid features", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(images), desc="fid features", unit="img", disable=not progress) as bar:
         for batch in unit_batches(images, batch_size):
             with torch.inference_mode():
                 feats = extractor(batch)

@@ -1,8 +1,11 @@
 """Sampling images from a ShapesWorld pipeline, one seed per image, so any image can be redrawn alone.
 
-The defaults are the settings the shipped models' suite scores use, each chosen once before scoring, 64x64:
+Steps and guidance left out come from agsm.sampler_defaults: the model's recommended sampler (sampler.json in its
+folder), else its architecture's. The ShapesWorld recipes' recommendations, SHAPESWORLD_SAMPLERS, were each chosen
+once before scoring, 64x64, and ship in the models' folders (`agsm shapes pretrain` writes them):
 sd15-tiny: DDIM, 25 steps, classifier-free guidance 6.0;
-sd3-tiny: its flow-matching Euler scheduler, 25 steps, guidance SD3_GUIDANCE (picked on a few prompts, see README).
+sd3-tiny: its flow-matching Euler scheduler, 25 steps, guidance 5.0 (picked on a few prompts, see README);
+sdxl-tiny: sd15-tiny's, set before it was trained (the same UNet recipe, DDIM and noise schedule).
 """
 
 from __future__ import annotations
@@ -13,23 +16,14 @@ import torch
 from PIL import Image
 
 from ..backbones.t5_free import fast_sampling
+from ..sampler_defaults import resolve_sampler
 
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 6.0
-SD3_GUIDANCE = 5.0
-SAMPLER_DEFAULTS = {"sd15": {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE},
-                    "sd3": {"steps": 25, "guidance": SD3_GUIDANCE}}
+SHAPESWORLD_SAMPLERS = {"sd15": {"steps": 25, "guidance": 6.0}, "sdxl": {"steps": 25, "guidance": 6.0},
+                        "sd3": {"steps": 25, "guidance": 5.0}}
+SHAPESWORLD_SAMPLER_WHY = ("the ShapesWorld recipe's sampler, chosen once before the suite was scored "
+                           "(agsm.shapes.generate.SHAPESWORLD_SAMPLERS)")
 
-
-def sampler_defaults(pipe) -> dict:
-    """The ShapesWorld sampler settings for the pipeline's architecture (an MM-DiT means SD3)."""
-    return SAMPLER_DEFAULTS["sd3" if getattr(pipe, "transformer", None) is not None else "sd15"]
-
-
-def resolve_sampler(pipe, steps: int | None, guidance: float | None) -> tuple[int, float]:
-    """steps and guidance as given, the architecture's defaults where None."""
-    defaults = sampler_defaults(pipe)
-    return steps or defaults["steps"], defaults["guidance"] if guidance is None else guidance
+__all__ = ["SHAPESWORLD_SAMPLERS", "generate", "resolve_sampler"]
 
 
 @torch.no_grad()
@@ -45,7 +39,7 @@ def generate(
 ) -> list[Image.Image]:
     """One image per (prompt, seed) with the pipeline's own sampler; extra kwargs go to the pipeline call.
 
-    steps and guidance default to `sampler_defaults(pipe)`.
+    steps and guidance default to the model's recommended sampler, else its architecture's (resolve_sampler).
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")

@@ -3,6 +3,8 @@
 SD1.5 architecture: word-level tokenizer, CLIP text encoder, VAE, UNet, DDIM scheduler (pretraining/sd15.py).
 SD3 architecture: tokenizer, two CLIP encoders with projection, MM-DiT, flow Euler scheduler, and the sd15-tiny
 VAE reused frozen (pretraining/sd3.py).
+SDXL architecture: two CLIP encoders (the second with projection, for the pooled text), a UNet with SDXL's added
+conditioning (pooled text + time ids), the DDIM scheduler, and the sd15-tiny VAE reused frozen (pretraining/sdxl.py).
 Sizes are the arguments' defaults; the pretraining commands record the ones they used in train_info.json.
 """
 
@@ -119,3 +121,34 @@ def load_frozen_vae(path):
     vae.register_to_config(shift_factor=0.0)
     vae.requires_grad_(False)
     return vae.eval()
+
+
+# --- The tiny SDXL-architecture parts (pretraining/sdxl.py) ------------------------------------------------------
+# SDXL's layout at ShapesWorld size: context = both encoders' penultimate hidden states side by side (CLIP-L 768 +
+# CLIP-G 1280 in SDXL; 32 + 64 here), the second encoder's projected end-of-text state as pooled text, and six time
+# ids (original size, crop corner, target size) embedded like SDXL's. Cross-attention at both levels and in the
+# middle as in sd15-tiny: with 8x8 latents there is no level to spare for SDXL's attention-free first level.
+
+SDXL_TEXT_HIDDEN = (32, 64)  # text_encoder (CLIPTextModel), text_encoder_2 (CLIPTextModelWithProjection)
+SDXL_TEXT_LAYERS = 3  # the context is the penultimate state, as in SDXL; the last layer of encoder 2 feeds pooled
+SDXL_TIME_DIM = 8  # per time id (SDXL: 256)
+
+
+def build_sdxl_text_encoders(tokenizer: PreTrainedTokenizerFast, hidden: tuple[int, int] = SDXL_TEXT_HIDDEN,
+                             layers: int = SDXL_TEXT_LAYERS, heads: int = 4):
+    """(CLIPTextModel, CLIPTextModelWithProjection); the second pools at end-of-text, so the tokenizer must come
+    from build_sd3_tokenizer (end-of-text with the largest id)."""
+    if tokenizer.eos_token_id == 2:
+        raise ValueError("the tokenizer's end-of-text id is 2, so CLIP would pool at the largest id instead; "
+                         "use build_sd3_tokenizer()")
+    return (arch.clip_text_encoder(tokenizer, hidden[0], layers, heads),
+            arch.clip_text_encoder(tokenizer, hidden[1], layers, heads, projection=hidden[1]))
+
+
+def build_sdxl_unet(text_hidden: tuple[int, int] = SDXL_TEXT_HIDDEN, channels: tuple[int, ...] = (32, 64),
+                    heads: int = 4, time_dim: int = SDXL_TIME_DIM) -> UNet2DConditionModel:
+    """Epsilon-predicting UNet on 8x8x4 latents with SDXL's `text_time` added conditioning and linear projections."""
+    return arch.unet(sum(text_hidden), channels, sample_size=8, attention_head_dim=heads, norm_groups=16,
+                     mid_block_type="UNetMidBlock2DCrossAttn", addition_embed_type="text_time",
+                     addition_time_embed_dim=time_dim,
+                     projection_class_embeddings_input_dim=6 * time_dim + text_hidden[1], use_linear_projection=True)

@@ -1,12 +1,12 @@
 """Soft tokens and their one home of injection: `SoftTokens` (the learned vectors) and an injector per
 denoiser family (UNet cross-attention processors; MM-DiT block hooks)."""
-from .injector import CallState, TokenInjector
+from .injector import CallState, TokenInjector, TokenProcessor
 from .mmdit import MMDiTTokenInjector
 from .soft_tokens import NEGATIVE, POSITIVE, SoftTokens
 from .unet import STAGE_PREFIXES, UNetTokenInjector
 
 __all__ = ["CallState", "MMDiTTokenInjector", "NEGATIVE", "POSITIVE", "STAGE_PREFIXES", "SoftTokens",
-           "TokenInjector", "UNetTokenInjector", "install_tokens", "placement_for"]
+           "TokenInjector", "TokenProcessor", "UNetTokenInjector", "install_tokens", "placement_for"]
 
 
 def placement_for(family: str, stages=("down", "mid"), blocks: int = 5) -> dict[str, str]:

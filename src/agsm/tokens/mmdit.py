@@ -6,6 +6,11 @@ removed from its output, so each block sees fresh tokens and later blocks see th
 Hooks on the stock blocks do the appending and removing; no forward is copied. Pooled embeddings are
 untouched. With tokens disabled the hooks pass everything through, so the transformer is bit-identical.
 
+The tokens reach the other rows only through the block's joint attention (norms and feed-forwards act per
+row), so the token scale c (injector.py) interpolates that attention: a wrapper around the block's joint
+processor calls it with and without the block's tokens and mixes the image rows and the text rows,
+out(c) = out_without + c (out_with - out_without); the token rows themselves are dropped after the block.
+
 The SoftTokens hold the blocks' sets side by side: N = num_blocks x tokens_per_block, block k taking
 tokens [k n, (k + 1) n). The time table is shared by every block, as in the UNet case.
 """
@@ -13,14 +18,33 @@ from __future__ import annotations
 
 import torch
 
-from .injector import TokenInjector
+from .injector import TokenInjector, TokenProcessor
 from .soft_tokens import SoftTokens
+
+
+class _JointProcessor(TokenProcessor):
+    """Wraps a block's joint-attention processor: at a scale other than 1, mixes its outputs with and without
+    the block's tokens (the last `per_block` rows of the context, appended by the block's pre-hook)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        with_tokens = self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                 attention_mask=attention_mask, **kwargs)
+        scale, n = self.injector.scale, self.injector.per_block
+        if scale == 1 or self.injector.state.tokens is None or encoder_hidden_states is None:
+            return with_tokens
+        image, context = with_tokens
+        image_without, context_without = self.inner(attn, hidden_states, attention_mask=attention_mask,
+                                                    encoder_hidden_states=encoder_hidden_states[:, :-n], **kwargs)
+        # context [B, L + n, D]: the text rows are mixed; the token rows pass on, to be dropped after the block.
+        context = torch.cat([torch.lerp(context_without, context[:, :-n], scale), context[:, -n:]], dim=1)
+        return torch.lerp(image_without, image, scale), context
 
 
 class MMDiTTokenInjector(TokenInjector):
     """Installs soft tokens into the first `num_blocks` joint blocks of an SD3Transformer2DModel."""
 
     sample_arg = "hidden_states"
+    processor_class = _JointProcessor
 
     def __init__(self, transformer, tokens: SoftTokens, num_blocks: int = 5):
         blocks = transformer.transformer_blocks
@@ -39,7 +63,8 @@ class MMDiTTokenInjector(TokenInjector):
         for index, block in enumerate(blocks[:num_blocks]):
             self._handles.append(block.register_forward_pre_hook(self._appender(index), with_kwargs=True))
             self._handles.append(block.register_forward_hook(self._remover))
-        super().__init__(transformer, tokens)
+        super().__init__(transformer, tokens, {f"transformer_blocks.{i}.attn": block.attn
+                                               for i, block in enumerate(blocks[:num_blocks])})
 
     def _appender(self, index: int):
         def append(module, args, kwargs):

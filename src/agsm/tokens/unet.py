@@ -2,32 +2,35 @@
 
 `UNetTokenInjector` wraps the cross-attention processors of the chosen UNet stages so that their
 context gets the tokens inserted right after the BOS position (L -> L + N); everything else calls the
-stock processor unchanged, so disabled tokens leave the UNet bit-identical.
+stock processor unchanged, so disabled tokens leave the UNet bit-identical. At a scale c other than 1 the
+wrapper also runs the processor without the tokens and interpolates the two outputs (injector.py).
 """
 from __future__ import annotations
 
 import torch
 
-from .injector import TokenInjector
+from .injector import TokenInjector, TokenProcessor
 from .soft_tokens import SoftTokens
 
 STAGE_PREFIXES = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
 
 
-class _ContextProcessor:
-    """Wraps a stock attention processor: inserts the current tokens after BOS, then calls it."""
-
-    def __init__(self, inner, injector: TokenInjector):
-        self.inner = inner
-        self.injector = injector
+class _ContextProcessor(TokenProcessor):
+    """Wraps a cross-attention processor: inserts the current tokens after BOS, then calls it."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         state = self.injector.state
-        if encoder_hidden_states is not None and state.tokens is not None:
-            encoder_hidden_states, attention_mask = _insert_after_bos(
-                encoder_hidden_states, attention_mask, state.tokens, state.hidden)
-        return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                          attention_mask=attention_mask, **kwargs)
+        if encoder_hidden_states is None or state.tokens is None:
+            return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                              attention_mask=attention_mask, **kwargs)
+        context, mask = _insert_after_bos(encoder_hidden_states, attention_mask, state.tokens, state.hidden)
+        with_tokens = self.inner(attn, hidden_states, encoder_hidden_states=context, attention_mask=mask, **kwargs)
+        scale = self.injector.scale
+        if scale == 1:
+            return with_tokens
+        without = self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                             attention_mask=attention_mask, **kwargs)
+        return torch.lerp(without, with_tokens, scale)
 
 
 def _insert_after_bos(context, mask, tokens, hidden):
@@ -52,6 +55,8 @@ def _insert_after_bos(context, mask, tokens, hidden):
 class UNetTokenInjector(TokenInjector):
     """Installs soft tokens into a UNet2DConditionModel's cross-attention of the chosen stages."""
 
+    processor_class = _ContextProcessor
+
     def __init__(self, unet, tokens: SoftTokens, stages=("down", "mid")):
         unknown = sorted(set(stages) - set(STAGE_PREFIXES))
         if unknown or not stages:
@@ -60,17 +65,11 @@ class UNetTokenInjector(TokenInjector):
             raise ValueError(f"soft tokens of width {tokens.width} cannot go into a UNet with "
                              f"cross_attention_dim {unet.config.cross_attention_dim}")
         self.unet, self.stages = unet, tuple(stages)
-        self._original = dict(unet.attn_processors)
-        wrapped = {name: _ContextProcessor(proc, self) if self._receives_tokens(name) else proc
-                   for name, proc in self._original.items()}
-        self.num_layers = sum(isinstance(p, _ContextProcessor) for p in wrapped.values())
+        prefixes = tuple(STAGE_PREFIXES[s] for s in self.stages)
+        attentions = {name: module for name, module in unet.named_modules()
+                      if name.rsplit(".", 1)[-1] == "attn2" and name.startswith(prefixes)
+                      and hasattr(module, "set_processor")}
+        self.num_layers = len(attentions)
         if self.num_layers == 0:
             raise ValueError(f"the UNet has no cross-attention layers in stages {list(stages)}")
-        unet.set_attn_processor(wrapped)
-        super().__init__(unet, tokens)
-
-    def _receives_tokens(self, name: str) -> bool:
-        return ".attn2." in name and name.startswith(tuple(STAGE_PREFIXES[s] for s in self.stages))
-
-    def _restore(self) -> None:
-        self.unet.set_attn_processor(self._original)
+        super().__init__(unet, tokens, attentions)

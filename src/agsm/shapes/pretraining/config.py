@@ -116,6 +116,42 @@ class SD3Config:
         self.dual_attention_layers = tuple(self.dual_attention_layers)
 
 
+@dataclass
+class SDXLConfig:
+    """The tiny SDXL model: UNet with added conditioning + two CLIP encoders, epsilon loss on the frozen sd15-tiny
+    VAE's latents; the sd15 recipe's data, steps, batch, learning rate and EMA (the study kept that recipe)."""
+
+    out_dir: str
+    work_dir: str
+    steps: int = 10000
+    seed: int = 0
+    n_images: int = 20000
+    batch: int = 64
+    lr: float = 8e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    log_every: int = 100
+    unet_channels: tuple[int, ...] = (32, 64)
+    text_hidden: tuple[int, ...] = field(default=tm.SDXL_TEXT_HIDDEN)
+    text_layers: int = tm.SDXL_TEXT_LAYERS
+    vae: str = str(SD15_VAE)
+    device: str = "cpu"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _at_least_one(self, ("steps", "n_images", "batch", "checkpoint_every", "log_every", "threads",
+                             "text_layers"))
+        _dropout(self.caption_dropout)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device} but torch sees no CUDA device; use --device cpu")
+        self.unet_channels, self.text_hidden = tuple(self.unet_channels), tuple(self.text_hidden)
+        if len(self.text_hidden) != 2:
+            raise ValueError(f"text_hidden {self.text_hidden} must name the widths of the two text encoders")
+
+
 # Options that leave the weights alone (where and how often to write, how fast to run); all others must match
 # on resume. sd3's device and compile change rounding at most; bf16 changes the arithmetic, so it must match.
 NOT_TRAINING = ("out_dir", "work_dir", "checkpoint_every", "log_every", "threads", "device", "compile")

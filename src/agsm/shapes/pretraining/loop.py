@@ -3,7 +3,7 @@
 Per step: the recipe draws step k's batch (from a generator seeded by (seed, stage, k), so a resumed run equals
 an uninterrupted one) and computes the loss; the loop does AdamW with warmup + cosine learning rate, gradient-norm
 clipping, EMA weights with a short memory early on, an atomic checkpoint every `checkpoint_every` steps (and at
-the end), the mean loss every `log_every` steps (the loss curve), a tqdm bar and the wall time across resumes.
+the end), the mean loss every `log_every` steps (the loss curve), a progress bar and the wall time across resumes.
 The loss stays on the device between log steps: no host sync inside the loop except at logging and checkpoints.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from . import checkpoint
 
@@ -108,7 +108,7 @@ def train(recipe: Recipe, work: Path) -> Trained:
     # The losses since the last log step travel in the checkpoint, so a resumed curve equals an uninterrupted one.
     loss_sum, since = torch.tensor(resumed["window"][0], device=recipe.device), resumed["window"][1]
     t0, mark = time.time(), (time.time(), step)
-    bar = tqdm(total=recipe.steps, initial=step, desc=recipe.name, mininterval=5.0)
+    bar = progress_bar(total=recipe.steps, initial=step, desc=recipe.name, mininterval=5.0)
     with recipe.context():
         while step < recipe.steps:
             loss = recipe.loss(recipe.batch(step))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from ..dataset import training_samples
 from ..render import render
@@ -45,7 +45,7 @@ def _render_all(samples, chunk: int) -> list[np.ndarray]:
     from multiprocessing import get_context
 
     with get_context("fork").Pool(workers) as pool:  # children only draw with PIL: no CUDA, no torch threads
-        return list(tqdm(pool.imap(_render_chunk, chunks), total=len(chunks), desc="render", unit="chunk"))
+        return list(progress_bar(pool.imap(_render_chunk, chunks), total=len(chunks), desc="render", unit="chunk"))
 
 
 @torch.no_grad()
