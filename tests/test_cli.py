@@ -16,8 +16,8 @@ def test_overrides_are_typed_and_unknown_options_listed(tmp_path):
     assert config.tokens.stages == ["down"]
     with pytest.raises(ValueError, match=r"unknown options \['train.stpes'\]; valid train options: .*steps"):
         load_config(None, ["--train.stpes", "3"])
-    with pytest.raises(ValueError, match="method.name 'dpo' is not one of"):
-        load_config(None, ["--method.name", "dpo"])
+    with pytest.raises(ValueError, match="method.name 'ppo' is not one of"):
+        load_config(None, ["--method.name", "ppo"])
     with pytest.raises(ValueError, match="--section.option"):
         parse_overrides(["--steps", "3"])
 

@@ -16,14 +16,17 @@ CONFIGS = sorted((ROOT / "src" / "agsm" / "configs").glob("*.yaml"))
 
 
 def test_the_configs_live_in_the_package():
-    assert sorted(p.stem for p in CONFIGS) == ["sd15", "sd15-softrepa", "sd3", "sdxl"]
+    assert sorted(p.stem for p in CONFIGS) == ["sd15", "sd15-dpo", "sd15-inpo", "sd15-softrepa", "sd15-spo", "sd3",
+                                               "sdxl"]
     assert not (ROOT / "configs").exists()  # one copy only: the one that ships
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_example_config_loads(path):
     config = load_config(path)
-    assert config.tokens.num_tokens == 4 and config.train.lr == 1e-3
+    # soft tokens train at 1e-3; the preference configs (docs/preference.md) tune the backbone at their papers' rates
+    assert config.tokens.num_tokens == 4 and (config.train.lr == 1e-3) == (config.method.name not in ("dpo", "inpo",
+                                                                                                       "spo"))
 
 
 def test_exponent_notation_is_a_number_on_the_command_line_and_in_yaml(tmp_path):
@@ -51,7 +54,7 @@ def test_a_wrong_config_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for wrong in ("sd16", "configs/sd15.yaml"):
         with pytest.raises(ValueError, match=rf"config '{wrong}' is neither a file nor a shipped config; .*"
-                                             "sd15, sd15-softrepa, sd3, sdxl"):
+                                             "sd15, sd15-dpo, sd15-inpo, sd15-softrepa, sd15-spo, sd3, sdxl"):
             load_config(wrong)
 
 
@@ -116,7 +119,7 @@ def test_train_help_lists_every_option_with_type_default_and_help(capsys, monkey
             assert "(default: " in shown, flag
     assert positions == sorted(positions)  # grouped: model, data, tokens, method, train in order
     assert "--train.steps INT" in flat and "--tokens.stages LIST[STR]" in flat and "--model.resolution INT|NULL" in flat
-    assert "(default: 1000)" in flat and "shipped configs (--config NAME): sd15, sd15-softrepa, sd3, sdxl" in flat
+    assert "(default: 1000)" in flat and "shipped configs (--config NAME): sd15, sd15-dpo, sd15-inpo, sd15-softrepa, sd15-spo, sd3, sdxl" in flat
 
 
 def test_options_still_parse_as_overrides_after_the_help_lists_them(capsys):

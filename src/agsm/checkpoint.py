@@ -96,10 +96,12 @@ class TrainState:
 
 
 def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int | None, tokens, ema_tokens,
-                    optimizer, schedule, token_meta: dict | None = None) -> Path:
+                    optimizer, schedule, token_meta: dict | None = None,
+                    names: tuple[str, str] = ("tokens", "ema")) -> Path:
     """Every process writes its RNG state, the main process the rest; then the folder is renamed into place and
     all but the newest `keep` checkpoints are deleted (None keeps all). `token_meta` (export.token_metadata)
-    lets `agsm export` write a token file from this checkpoint without loading the model."""
+    lets `agsm export` write a token file from this checkpoint without loading the model. `ema_tokens` may be None
+    and `names` prefix the two (train_state.state_files)."""
     final = checkpoint_dir(output_dir) / checkpoint_name(state.step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
@@ -109,7 +111,7 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int 
     main = None
     if accelerator.is_main_process:
         main = train_state.state_files(tokens, ema_tokens, optimizer, schedule, accelerator.scaler, state.step,
-                                       state.skipped, accelerator.num_processes, token_meta)
+                                       state.skipped, accelerator.num_processes, token_meta, names)
     try:
         train_state.write(tmp, accelerator.process_index, main)
     except DiskFullError:
@@ -131,8 +133,9 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int 
     return final
 
 
-def load_checkpoint(accelerator, folder: Path, state: TrainState, tokens, ema_tokens, optimizer, schedule) -> None:
+def load_checkpoint(accelerator, folder: Path, state: TrainState, tokens, ema_tokens, optimizer, schedule,
+                    names: tuple[str, str] = ("tokens", "ema")) -> None:
     """Restore a checkpoint written by save_checkpoint into the live objects and `state`."""
     meta = train_state.restore(folder, accelerator.process_index, accelerator.num_processes, tokens, ema_tokens,
-                               optimizer, schedule, accelerator.scaler)
+                               optimizer, schedule, accelerator.scaler, names)
     state.step, state.skipped = int(meta["step"]), int(meta["skipped_steps"])

@@ -68,6 +68,7 @@ def _export(args, extra):
 
 
 def _sample(args, extra):
+    from .backbones.variants import variant_from_args
     from .sample import read_prompts, sample
 
     if extra:
@@ -76,11 +77,12 @@ def _sample(args, extra):
                    tokens=args.tokens, steps=args.steps, guidance=args.guidance, size=args.size,
                    uncond_tokens=args.uncond_tokens, device=args.device, dtype=args.dtype,
                    negative_prompt=args.negative_prompt, images_per_prompt=args.images_per_prompt,
-                   batch_size=args.batch_size, token_scale=args.token_scale)
+                   batch_size=args.batch_size, token_scale=args.token_scale, variant=variant_from_args(args))
     print(f"wrote {len(paths)} images and run.json to {args.out}")
 
 
 def _eval_shapes(args, extra):
+    from .backbones.variants import variant_from_args
     from .eval.shapes import evaluate_shapes, print_summary
 
     if extra:
@@ -89,7 +91,7 @@ def _eval_shapes(args, extra):
                              images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps,
                              guidance=args.guidance, uncond_tokens=args.uncond_tokens,
                              per_category=args.per_category, batch_size=args.batch_size, device=args.device,
-                             dtype=args.dtype)
+                             dtype=args.dtype, variant=variant_from_args(args))
     print(print_summary(result))
     print(f"wrote results.json and grids to {args.out}")
 
@@ -101,6 +103,7 @@ def _shapes_pretrain(args, extra):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backbones.variants import add_variant_options
     from .devices import TRAIN_DEVICE_HELP, add_device_options
     from .sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 
@@ -158,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which token set the unconditional branch sees, with --tokens (default positive)")
     smp.add_argument("--token-scale", type=float, default=1.0,
                      help="how strongly the tokens act, with --tokens: 0 = the base model, 1 = as trained (default)")
+    add_variant_options(smp)
     add_device_options(smp)
     smp.set_defaults(run=_sample)
 
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--batch-size", type=int, default=50,
                         help="images per pipeline call (default 50); a killed run resumes at this grain")
     shapes.add_argument("--out", required=True, help="folder for results.json, the grids, images/ and manifest")
+    add_variant_options(shapes)
     add_device_options(shapes)
     shapes.set_defaults(run=_eval_shapes)
     from .eval import coco, edit_shapes, geneval, pie_bench
@@ -197,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(run=_shapes_pretrain)
     pre3 = world_sub.add_parser("pretrain-sd3", add_help=False, help="the same as `agsm shapes pretrain --arch sd3`")
     pre3.set_defaults(run=_shapes_pretrain)
+    from .preference import shapes_pairs
+
+    shapes_pairs.add_command(world_sub)
     return parser
 
 

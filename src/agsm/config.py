@@ -21,6 +21,12 @@ log = logging.getLogger("agsm.config")
 SHIPPED_CONFIGS = importlib.resources.files("agsm") / "configs"
 
 
+# Soft-token objectives train tokens on a frozen backbone; preference objectives train the backbone (section `tune`).
+TOKEN_METHODS = ("agsm", "softrepa", "dsm")
+PREFERENCE_METHODS = ("dpo", "inpo", "spo")
+METHOD_NAMES = TOKEN_METHODS + PREFERENCE_METHODS
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
@@ -39,9 +45,22 @@ class ModelConfig:
     logit_mean: float = field(default=0.0, metadata={"help": "mean of the logit-normal timestep draw (logit_normal)"})
     logit_std: float = field(default=1.0, metadata={
         "help": "standard deviation of the logit-normal timestep draw (logit_normal); > 0"})
+    # Preference-tuned backbones (docs/preference.md): another denoiser and/or a LoRA on model.path's pipeline.
+    denoiser: str = field(default="", metadata={
+        "help": "another denoiser for model.path's pipeline: a diffusers model folder (a checkpoint's unet/ or "
+                "transformer/, or the folder holding it) or a safetensors file of its weights, e.g. a Diffusion-DPO "
+                "UNet or `agsm train --method.name dpo`'s export; '': the folder's own"})
+    lora: str = field(default="", metadata={
+        "help": "a LoRA (peft / diffusers format, what pipe.load_lora_weights reads: a folder or a safetensors "
+                "file) applied to the denoiser before training; '': none"})
+    lora_scale: float = field(default=1.0, metadata={"help": "the LoRA's scale (1 = as trained)"})
+    fuse_lora: bool = field(default=True, metadata={
+        "help": "fold the LoRA into the denoiser's weights (true) or keep it attached as adapter layers (false)"})
 
     def __post_init__(self):
         _check(self.resolution is None or self.resolution >= 8, f"model.resolution {self.resolution} must be >= 8")
+        _check(self.lora_scale == 1.0 or bool(self.lora),
+               f"model.lora_scale {self.lora_scale} needs model.lora (a LoRA to scale)")
         _check(self.timestep_sampling in ("uniform", "logit_normal"),
                f"model.timestep_sampling {self.timestep_sampling!r} is not one of 'uniform', 'logit_normal'")
         _check(self.timestep_shift > 0 and self.logit_std > 0,
@@ -51,11 +70,18 @@ class ModelConfig:
         return {"timestep_sampling": self.timestep_sampling, "timestep_shift": self.timestep_shift,
                 "logit_mean": self.logit_mean, "logit_std": self.logit_std}
 
+    def variant(self):
+        """The backbone variant (another denoiser, a LoRA) these options name; stock when both are empty."""
+        from .backbones.variants import BackboneVariant
+
+        return BackboneVariant(self.denoiser or None, self.lora or None, self.lora_scale, self.fuse_lora)
+
 
 @dataclass
 class DataConfig:
     format: str = field(default="imagefolder", metadata={
-        "help": "imagefolder: path/metadata.jsonl; coco: path = the images folder, plus data.captions"})
+        "help": "imagefolder: path/metadata.jsonl; coco: path = the images folder, plus data.captions; hf: a Hugging "
+                "Face dataset; pairs: preference pairs (method dpo, inpo, spo; docs/preference.md)"})
     path: str = field(default="", metadata={"help": "the training images: an image folder or COCO's images folder"})
     captions: str = field(default="", metadata={"help": "the COCO captions json (data.format coco)"})
     # The encodings are keyed by a content hash (data/cache.py), so one folder can serve many runs safely.
@@ -84,13 +110,24 @@ class DataConfig:
                 "pass without holding its images in memory"})
     max_images: int | None = field(default=None, metadata={
         "help": "use only the first max_images images (rows) of the data; null: all"})
+    # Preference pairs (data.format pairs, docs/preference.md): Pick-a-Pic's columns by default; a winner/loser layout
+    # names its preferred image column as image_0 and leaves label_column empty.
+    image_0_column: str = field(default="jpg_0", metadata={
+        "help": "data.format pairs: the column of the first image of a pair (Pick-a-Pic jpg_0; the preferred image "
+                "when label_column is '')"})
+    image_1_column: str = field(default="jpg_1", metadata={
+        "help": "data.format pairs: the column of the second image (Pick-a-Pic jpg_1; the dispreferred one when "
+                "label_column is '')"})
+    label_column: str = field(default="label_0", metadata={
+        "help": "data.format pairs: which image is preferred, Pick-a-Pic's label_0 (1: image 0, 0: image 1, 0.5: a "
+                "tie, dropped); '': image_0 always is (image_w / image_l layouts)"})
 
     def __post_init__(self):
-        _check(self.format in ("imagefolder", "coco", "hf"),
-               f"data.format {self.format!r} is not one of 'imagefolder', 'coco', 'hf'")
+        _check(self.format in ("imagefolder", "coco", "hf", "pairs"),
+               f"data.format {self.format!r} is not one of 'imagefolder', 'coco', 'hf', 'pairs'")
         _check(self.max_images is None or self.max_images >= 1,
                f"data.max_images {self.max_images} must be >= 1 (or null for all images)")
-        _check(self.format == "hf" or not (self.streaming or self.hf_builder),
+        _check(self.format in ("hf", "pairs") or not (self.streaming or self.hf_builder),
                f"data.streaming and data.hf_builder apply to Hugging Face datasets; set data.format hf "
                f"(data.format is {self.format!r})")
         _check(bool(self.split and self.image_column and self.caption_column),
@@ -131,7 +168,9 @@ class TokenConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = field(default="agsm", metadata={"help": "the training objective: agsm | softrepa | dsm"})
+    name: str = field(default="agsm", metadata={
+        "help": "the training objective: agsm | softrepa | dsm (soft tokens); dpo | inpo | spo (the backbone itself, "
+                "as the `tune` section says: preference optimisation, docs/preference.md)"})
     # AGSM (METHOD.md "AGSM loss")
     gamma_pos: float = field(default=1.0, metadata={
         "help": "AGSM: weight of the guidance shift in the positive pairs' targets, y + gamma_pos D"})
@@ -178,10 +217,51 @@ class MethodConfig:
     diagonal_weight: float = field(default=0.0, metadata={
         "help": "SoftREPA: weight d of the extra d * mean positive-pair error (public code: 10 on SD1.5/SDXL, 0 on "
                 "SD3)"})
+    # Preference optimisation of the backbone (docs/preference.md).
+    dpo_beta: float = field(default=5000.0, metadata={
+        "help": "Diffusion-DPO and InPO: beta in -log sigmoid(-beta/2 [(err_w - ref_w) - (err_l - ref_l)]) (the "
+                "public Diffusion-DPO script's default and SD1.5 launcher: 5000; InPO's SD1.5 example: 2000)"})
+    inpo_inversion_steps: int = field(default=10, metadata={
+        "help": "InPO: DDIM inversion steps over the whole schedule (public code 10); x_t is the inversion's state at "
+                "the last of its timesteps below t"})
+    inpo_inversion_eta: float = field(default=0.1, metadata={
+        "help": "InPO: noise added after each inversion step, times the DDIM posterior std (public code 0.1; 0: the "
+                "deterministic inversion)"})
+    inpo_invert_with: str = field(default="policy", metadata={
+        "help": "InPO: the model that inverts, without gradient: policy (the model being trained, public code) | "
+                "reference (the frozen start)"})
+    spo_steps: int = field(default=20, metadata={"help": "SPO: DDIM sampling steps of the trajectories (public 20)"})
+    spo_eta: float = field(default=1.0, metadata={
+        "help": "SPO: DDIM eta of the sampling (1: DDPM-like, the public setting; > 0 so steps have a density)"})
+    spo_guidance: float = field(default=5.0, metadata={
+        "help": "SPO: classifier-free guidance of the sampling and of the trained log-probabilities (public 5)"})
+    spo_candidates: int = field(default=4, metadata={
+        "help": "SPO: candidate x_{t-1} drawn from the same x_t (public SD1.5 config 4)"})
+    spo_divert_start: int = field(default=4, metadata={
+        "help": "SPO: the first sampling step whose candidates are ranked (public 4): the ranked step is drawn "
+                "uniformly from [spo_divert_start, spo_steps)"})
+    spo_threshold: float = field(default=0.3, metadata={
+        "help": "SPO: a best/worst pair counts when softmax([s_best, s_worst]) differs by more than this (public 0.3)"})
+    spo_beta: float = field(default=10.0, metadata={"help": "SPO: beta of the DPO-style loss (public 10)"})
+    spo_clip: float = field(default=0.1, metadata={
+        "help": "SPO: the probability ratio p_theta / p_ref is clipped to [1 - spo_clip, 1 + spo_clip] (public 0.1)"})
+    spo_scorer: str = field(default="shapes_judge", metadata={
+        "help": "SPO: the step-aware scorer of the candidates' predicted images: shapes_judge (ShapesWorld's exact "
+                "judge) or module.path:name of a callable (images, prompts, t) -> scores"})
 
     def __post_init__(self):
-        _check(self.name in ("agsm", "softrepa", "dsm"),
-               f"method.name {self.name!r} is not one of 'agsm', 'softrepa', 'dsm'")
+        _check(self.name in METHOD_NAMES,
+               f"method.name {self.name!r} is not one of {', '.join(repr(n) for n in METHOD_NAMES)}")
+        _check(self.dpo_beta > 0 and self.spo_beta > 0, "method.dpo_beta and method.spo_beta must be > 0")
+        _check(self.inpo_inversion_steps >= 1, f"method.inpo_inversion_steps {self.inpo_inversion_steps} must be >= 1")
+        _check(self.inpo_inversion_eta >= 0, f"method.inpo_inversion_eta {self.inpo_inversion_eta} must be >= 0")
+        _check(self.inpo_invert_with in ("policy", "reference"),
+               f"method.inpo_invert_with {self.inpo_invert_with!r} is not one of 'policy', 'reference'")
+        _check(self.spo_eta > 0, f"method.spo_eta {self.spo_eta} must be > 0 (SPO needs stochastic steps)")
+        _check(self.spo_candidates >= 2, f"method.spo_candidates {self.spo_candidates} must be >= 2")
+        _check(0 <= self.spo_divert_start < self.spo_steps,
+               f"method.spo_divert_start {self.spo_divert_start} must be in [0, spo_steps {self.spo_steps})")
+        _check(0 < self.spo_clip < 1, f"method.spo_clip {self.spo_clip} must be in (0, 1)")
         _check(self.noise_sharing in ("image", "batch"),
                f"method.noise_sharing {self.noise_sharing!r} is not one of 'image', 'batch'")
         _check(self.temperature > 0 and self.softrepa_temperature > 0, "temperatures must be > 0")
@@ -204,6 +284,27 @@ class MethodConfig:
         """AGSM trains psi+ and psi- unless the tokens are shared or negatives are dropped (gamma_neg = 0)."""
         dual = self.name == "agsm" and not self.shared_tokens and self.gamma_neg > 0
         return 2 if dual else 1
+
+
+@dataclass
+class TuneConfig:
+    params: str = field(default="lora", metadata={
+        "help": "preference methods: what is trained, lora (a peft LoRA on the denoiser's attention projections) | "
+                "full (every weight of the denoiser); the reference is the frozen start"})
+    lora_rank: int = field(default=4, metadata={"help": "tune.params lora: the LoRA's rank (SPO's public setting 4)"})
+    lora_alpha: float | None = field(default=None, metadata={
+        "help": "tune.params lora: the LoRA's alpha (its update is scaled by alpha / rank); null: the rank"})
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"], metadata={
+        "help": "tune.params lora: the module names the LoRA goes on (peft target_modules)"})
+    export_pipeline: bool = field(default=False, metadata={
+        "help": "also write <output_dir>/pipeline: the whole pipeline with the tuned denoiser (what `agsm eval "
+                "shapes --model` or `python -m agsm.study.arms --model` take)"})
+
+    def __post_init__(self):
+        _check(self.params in ("lora", "full"), f"tune.params {self.params!r} is not one of 'lora', 'full'")
+        _check(self.lora_rank >= 1, f"tune.lora_rank {self.lora_rank} must be >= 1")
+        _check(self.lora_alpha is None or self.lora_alpha > 0, f"tune.lora_alpha {self.lora_alpha} must be > 0")
+        _check(bool(self.lora_targets), "tune.lora_targets must name at least one module")
 
 
 @dataclass
@@ -255,6 +356,9 @@ class TrainConfig:
                 "architecture's (SD1.5/SDXL 30, SD3 28)"})
     validation_guidance: float | None = field(default=None, metadata={
         "help": "classifier-free guidance of the validation images; null: as validation_steps"})
+    max_grad_norm: float | None = field(default=None, metadata={
+        "help": "clip the gradient's global norm to this before each step (the preference scripts use 1.0); null: "
+                "no clipping"})
 
     def __post_init__(self):
         _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
@@ -276,6 +380,8 @@ class TrainConfig:
         _check(self.max_bad_steps >= 0, f"train.max_bad_steps {self.max_bad_steps} must be >= 0")
         _check(self.export_tokens in ("online", "ema"),
                f"train.export_tokens {self.export_tokens!r} is not one of 'online', 'ema'")
+        _check(self.max_grad_norm is None or self.max_grad_norm > 0,
+               f"train.max_grad_norm {self.max_grad_norm} must be > 0 (or null for no clipping)")
 
 
 @dataclass
@@ -284,6 +390,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "images, captions and their cache"})
     tokens: TokenConfig = field(default_factory=TokenConfig, metadata={"help": "the soft tokens and where they go"})
     method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "the objective and its settings"})
+    tune: TuneConfig = field(default_factory=TuneConfig, metadata={
+        "help": "what the preference methods (dpo, inpo, spo) train: a LoRA or the whole denoiser"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={
         "help": "optimiser, schedule, checkpoints, logging and the exported token file"})
 

@@ -1,19 +1,24 @@
 """`make demo`: what AGSM does to a diffusion model, measured exactly, on the CPU, with no download.
 
-    python -m agsm.demo                    # both shipped ShapesWorld models (see BUDGETS for the sizes)
+    python -m agsm.demo                    # the three shipped ShapesWorld models (see BUDGETS for the sizes)
     python -m agsm.demo --backbones sd15   # one of them
     python -m agsm.demo --fast             # the same pipeline at toy budget (used by the tests)
 
-On each shipped ShapesWorld base model (tiny SD1.5- and SD3-architecture pipelines) it trains SoftREPA
+On each shipped ShapesWorld base model (tiny SD1.5-, SDXL- and SD3-architecture pipelines) it trains SoftREPA
 and AGSM tokens with the same budget, evaluates base, SoftREPA and AGSM on the ShapesWorld suite over
 seeds, and writes runs/demo/report.md and report.html (per backbone: table, bar chart, same-seed grid).
+The backbones run side by side in worker processes (one per core, up to one per backbone, `--jobs`): these
+small models use a core each better than two threads share one model.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -30,13 +35,16 @@ from .shapes.spec import CATEGORIES
 from .train import train
 
 MODELS = Path(__file__).parent / "shapes" / "models"
-BACKBONES = {"sd15": MODELS / "sd15-tiny", "sd3": MODELS / "sd3-tiny"}
+BACKBONES = {"sd15": MODELS / "sd15-tiny", "sdxl": MODELS / "sdxl-tiny", "sd3": MODELS / "sd3-tiny"}
 BUDGETS = {
     "full": {"sd15": {"train_images": 2000, "steps": 2000, "seeds": (0, 1, 2), "per_category": None,
                       "images_per_prompt": 2},
              # The tiny SD3 is about 8x costlier per image on a CPU than the tiny SD1.5: a smaller budget.
              "sd3": {"train_images": 2000, "steps": 400, "seeds": (0,), "per_category": None,
-                     "images_per_prompt": 1}},
+                     "images_per_prompt": 1},
+             # The tiny SDXL costs about what the tiny SD1.5 does; one evaluation seed keeps the demo's time.
+             "sdxl": {"train_images": 2000, "steps": 2000, "seeds": (0,), "per_category": None,
+                      "images_per_prompt": 1}},
     "fast": {name: {"train_images": 32, "steps": 4, "seeds": (0,), "per_category": 2, "images_per_prompt": 1}
              for name in BACKBONES},
 }
@@ -45,12 +53,23 @@ STUDY_SPREAD = {
     "sd15": "the ShapesWorld study (docs/study.md) trained each recipe with 3 training seeds: the spread of the "
             "suite mean over training seeds was 0.002-0.007.",
     "sd3": "the ShapesWorld study (docs/study.md) has the training-seed spread of these recipes at 1,000 steps.",
+    "sdxl": "the ShapesWorld study (docs/study.md) trained each recipe with 3 training seeds (its SDXL rows).",
 }
+COST_ORDER = ("sd15", "sd3", "sdxl")  # the full budgets' CPU time per backbone, largest first
+# Where psi+ / psi- go at sampling per backbone (METHOD.md, Inference): psi+ in both guidance branches, or psi- in
+# the unconditional one (the public SDXL script). sdxl: chosen on the study's development suite (docs/study.md).
+UNCOND_TOKENS = {"sd15": "positive", "sdxl": "positive", "sd3": "positive"}
 # Each method with its published token placement and settings per backbone (METHOD.md); one shared budget
 # (steps, batch, lr, EMA) for both methods of a backbone.
 METHODS = {
     "sd15": {
         "softrepa": {"method": {"name": "softrepa", "diagonal_weight": 10.0}, "tokens": {"stages": ["down"]}},
+        "agsm": {"method": {"name": "agsm", "gamma_pos": 1.0, "gamma_neg": 1.0, "temperature": 0.1},
+                 "tokens": {"stages": ["down", "mid"]}},
+    },
+    # SDXL: both methods in the down and mid blocks; gamma_neg 1 as in the paper's table (the public code: 0.1).
+    "sdxl": {
+        "softrepa": {"method": {"name": "softrepa", "diagonal_weight": 10.0}, "tokens": {"stages": ["down", "mid"]}},
         "agsm": {"method": {"name": "agsm", "gamma_pos": 1.0, "gamma_neg": 1.0, "temperature": 0.1},
                  "tokens": {"stages": ["down", "mid"]}},
     },
@@ -87,11 +106,10 @@ def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) ->
     return path
 
 
-def run_backbone(backbone: str, budget: dict, out: Path) -> tuple[Section, dict, dict]:
-    """Train both methods' tokens, evaluate base and both over the seeds; the section of the report."""
+def run_backbone(backbone: str, budget: dict, out: Path, data: Path) -> tuple[Section, dict, dict]:
+    """Train both methods' tokens on `data`, evaluate base and both over the seeds; the section of the report."""
     started = time.perf_counter()
     model = BACKBONES[backbone]
-    data = write_training_set(out.parent / f"data-{budget['train_images']}", n=budget["train_images"], seed=1)
     tokens = {"base": None}
     for name in METHODS[backbone]:
         tokens[name] = train_tokens(backbone, name, data, out, budget["steps"])
@@ -99,11 +117,15 @@ def run_backbone(backbone: str, budget: dict, out: Path) -> tuple[Section, dict,
 
     pipe = load_pipeline(model)
     runs: dict[str, list[dict]] = {}
+    images_per_s = {}  # generation and judging throughput per variant (tokens cost a little at sampling)
     for name, token_file in tokens.items():
+        began = time.perf_counter()
         runs[name] = [evaluate_shapes(model, out / "eval" / name / f"seed{seed}", tokens=token_file,
                                       seed=seed, per_category=budget["per_category"], pipe=pipe, keep_images=True,
-                                      images_per_prompt=budget["images_per_prompt"])
+                                      images_per_prompt=budget["images_per_prompt"],
+                                      uncond_tokens=UNCOND_TOKENS[backbone])
                       for seed in budget["seeds"]]
+        images_per_s[name] = round(sum(len(r["verdicts"]) for r in runs[name]) / (time.perf_counter() - began), 2)
         remove_soft_tokens(pipe)
     minutes = (time.perf_counter() - started) / 60
 
@@ -111,15 +133,39 @@ def run_backbone(backbone: str, budget: dict, out: Path) -> tuple[Section, dict,
     intro = (f"Base model: {model.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
              f"{budget['steps']} steps x 4 images x 4 captions on {budget['train_images']} ShapesWorld images. "
              f"Suite: {len(runs['base'][0]['verdicts'])} images per seed ({budget['images_per_prompt']} per prompt), "
-             f"evaluation seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}. "
+             f"evaluation seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}, "
+             f"tokens in the unconditional branch: psi{'-' if UNCOND_TOKENS[backbone] == 'negative' else '+'}. "
              f"One training seed per method: the ± is the spread over evaluation seeds; "
              f"{STUDY_SPREAD[backbone]} "
-             f"{minutes:.1f} min (training {(trained - started) / 60:.1f} min).")
+             f"{minutes:.1f} min (training {(trained - started) / 60:.1f} min); images generated and judged per "
+             f"second: {', '.join(f'{n} {v}' for n, v in images_per_s.items())}.")
     section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"),
                       side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png"))
     summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")} for r in rs]
                for n, rs in runs.items()}
-    return section, summary, {"methods": METHODS[backbone], "budget": budget}
+    return section, summary, {"methods": METHODS[backbone], "budget": budget, "minutes": round(minutes, 2),
+                              "training_minutes": round((trained - started) / 60, 2), "images_per_s": images_per_s}
+
+
+def _use_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(backbones: list[str], budgets: dict, out: Path, jobs: int) -> dict[str, tuple[Section, dict, dict]]:
+    """Every backbone's section, in worker processes when jobs > 1 (the cores shared out between them)."""
+    sizes = {budgets[b]["train_images"] for b in backbones}
+    # written once, before any worker reads them
+    datasets = {n: write_training_set(out / f"data-{n}", n=n, seed=1) for n in sorted(sizes)}
+    args = {b: (b, budgets[b], out / b, datasets[budgets[b]["train_images"]]) for b in backbones}
+    if jobs <= 1:
+        return {b: run_backbone(*args[b]) for b in backbones}
+    threads = max(1, torch.get_num_threads() // jobs)
+    # spawn: a fresh interpreter per worker, so no thread pool or lock state is inherited from this process
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_use_threads,
+                             initargs=(threads,)) as pool:
+        # the costliest first, so that the workers finish close together
+        futures = {b: pool.submit(run_backbone, *args[b]) for b in sorted(backbones, key=COST_ORDER.index)}
+        return {b: futures[b].result() for b in backbones}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,23 +173,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast", action="store_true", help="toy budget, for tests")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="backbones run side by side (default: one per core, up to one per backbone)")
     args = parser.parse_args(argv)
     missing = [str(BACKBONES[b]) for b in args.backbones if not (BACKBONES[b] / "model_index.json").is_file()]
     if missing:
         raise SystemExit(f"the shipped ShapesWorld model is missing at {', '.join(missing)}; "
-                         "reinstall agsm or retrain it with `agsm shapes pretrain` / `pretrain-sd3`")
+                         "reinstall agsm or retrain it with `agsm shapes pretrain --arch sd15|sdxl|sd3`")
     out = Path(args.out)
     started = time.perf_counter()
+    jobs = args.jobs or min(len(args.backbones), os.cpu_count() or 1)
+    if jobs < 1:
+        raise SystemExit(f"--jobs {jobs} must be >= 1")
+    budgets = {b: BUDGETS["fast" if args.fast else "full"][b] for b in args.backbones}
+    results = run_all(args.backbones, budgets, out, jobs)
     sections, summary, notes = [], {}, {}
     for backbone in args.backbones:
-        budget = BUDGETS["fast" if args.fast else "full"][backbone]
-        section, summary[backbone], notes[backbone] = run_backbone(backbone, budget, out / backbone)
+        section, summary[backbone], notes[backbone] = results[backbone]
         sections.append(section)
         print(f"\n{backbone}: {section.intro}\n\n{markdown_table(section.table)}", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
     intro = (f"Ran `make demo{' DEMO_ARGS=--fast' if args.fast else ''}` ({', '.join(args.backbones)}) in "
-             f"{minutes:.1f} min on {platform.machine()} with {torch.get_num_threads()} threads.")
+             f"{minutes:.1f} min on {platform.machine()} ({os.cpu_count()} cores), {jobs} worker process(es) of "
+             f"{max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()} thread(s).")
     write_report(out, "AGSM on ShapesWorld", intro, sections, json.dumps(notes, indent=2, default=list))
     write_json(out / "summary.json", summary)
     print(f"\n{intro}\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -29,10 +29,15 @@ WEIGHTS = ("online", "ema")
 SIDE_FILE = {"online": "soft_tokens_online.safetensors", "ema": "soft_tokens_ema.safetensors"}
 
 
-def token_metadata(backbone_info: dict, placement: dict, method: str, settings: dict) -> dict:
-    """What a token file records besides the tensors and the step: stored in every checkpoint."""
-    return {"backbone": dict(backbone_info), "placement": dict(placement), "method": method,
+def token_metadata(backbone_info: dict, placement: dict, method: str, settings: dict,
+                   trained_on: dict | None = None) -> dict:
+    """What a token file records besides the tensors and the step: stored in every checkpoint. `trained_on`: the
+    backbone's model folder, variant and denoiser hash (backbones.variants.trained_on)."""
+    meta = {"backbone": dict(backbone_info), "placement": dict(placement), "method": method,
             "settings": dict(settings)}
+    if trained_on is not None:
+        meta["trained_on"] = dict(trained_on)
+    return meta
 
 
 def export_run(out: Path, tokens: SoftTokens, ema_tokens: SoftTokens, token_meta: dict, step: int,
@@ -62,6 +67,10 @@ def export_checkpoint(run: str | Path, out: str | Path, checkpoint: str = "lates
     weights = weights or _run_config_weights(run)
     _check_weights(weights, "--weights")
     tensors, meta, _, _ = train_state.read(folder, 0)
+    if meta.get("trained", "tokens") != "tokens":
+        raise train_state.CheckpointError(f"{folder} is a checkpoint of a run that tunes the backbone (method dpo, "
+                                          "inpo or spo), not soft tokens; such a run writes its tuned denoiser (and "
+                                          "LoRA) into its folder when it finishes: train it to the end")
     token_meta = meta.get("token_file") or _metadata_from_run(run, folder)
     prefix = {"online": "tokens.", "ema": "ema."}[weights]
     tokens = _tokens_from_state(tensors, prefix, int(token_meta["backbone"]["num_train_timesteps"]), folder)
@@ -76,7 +85,7 @@ def export_checkpoint(run: str | Path, out: str | Path, checkpoint: str = "lates
 
 def _save(path: Path, tokens: SoftTokens, token_meta: dict, step: int, weights: str) -> Path:
     return save_tokens(path, tokens, token_meta["backbone"], token_meta["placement"], token_meta["method"],
-                       token_meta["settings"], step, weights=weights)
+                       token_meta["settings"], step, weights=weights, trained_on=token_meta.get("trained_on"))
 
 
 def _check_weights(value: str, option: str) -> None:
@@ -122,6 +131,8 @@ def _metadata_from_run(run: Path, folder: Path) -> dict:
         raise train_state.CheckpointError(f"{folder} was written by an older agsm that kept no token metadata in "
                                           f"checkpoints, and {run} has no config.yaml to read it from")
     log.info("%s keeps no token metadata (an older checkpoint): reading it from %s", folder, config.model.path)
-    backbone = load_backbone(config.model.path, resolution=config.model.resolution, **config.model.flow_options())
+    backbone = load_backbone(config.model.path, resolution=config.model.resolution, variant=config.model.variant(),
+                             **config.model.flow_options())
     placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
-    return token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"])
+    return token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"],
+                          trained_on=backbone.trained_on)

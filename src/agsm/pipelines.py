@@ -135,6 +135,7 @@ def load_soft_tokens(pipe, source, *, adapter_name: str = "default", scale: floa
         raise ValueError(f"soft tokens {path} go into {meta['blocks']} blocks but this transformer has "
                          f"{len(model.transformer_blocks)}; train tokens for this model with `agsm train`")
     tokens = tokens_from_file(tensors, meta).to(model.device)
+    _warn_if_other_backbone(pipe, meta, path)
 
     loaded = getattr(pipe, _ADAPTERS, None) or _Loaded()
     others = sorted(set(loaded.adapters) - {adapter_name})
@@ -147,6 +148,29 @@ def load_soft_tokens(pipe, source, *, adapter_name: str = "default", scale: floa
     setattr(pipe, _ADAPTERS, loaded)
     _bind_methods(pipe)
     return _activate(pipe, loaded, adapter_name)
+
+
+def _warn_if_other_backbone(pipe, meta: dict[str, str], path) -> None:
+    """Tokens trained on one backbone (say a DPO-tuned UNet) still load on another of the same architecture, but
+    were fitted to the first: say so, naming both, when the denoiser's content hash differs from the recorded one.
+    The hash is computed once per denoiser module (variants.content_hash caches it)."""
+    import json
+
+    from .backbones.variants import denoiser_hash, describe_backbone
+
+    try:
+        record = json.loads(meta.get("trained_on") or "null")
+    except ValueError:
+        return
+    if not isinstance(record, dict) or not record.get("denoiser_hash"):
+        return  # older files keep no record
+    here = denoiser_hash(pipe)
+    if record["denoiser_hash"] != here:
+        source = getattr(pipe, "name_or_path", None) or "this pipeline"
+        log.warning("soft tokens %s were trained on %s, but this pipeline's denoiser (%s) hashes to %s: another "
+                    "denoiser, LoRA or model. They load, but were fitted to the other backbone; load the same "
+                    "denoiser and LoRA (agsm sample --denoiser / --lora) to use them as trained", path,
+                    describe_backbone(record), source, here)
 
 
 def set_soft_tokens_adapter(pipe, adapter_name: str | None) -> TokenInjector | None:

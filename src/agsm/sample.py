@@ -16,6 +16,7 @@ import torch
 
 from .atomic_files import write_bytes, write_json
 from .backbones.base import load_stock_pipeline
+from .backbones.variants import BackboneVariant, apply_variant
 from .backbones.t5_free import fast_sampling
 from .devices import dtype_name, resolve_device_and_dtype
 from .pipelines import denoiser_of, load_soft_tokens
@@ -23,13 +24,15 @@ from .progress import progress
 from .sampler_defaults import resolve_sampler_settings
 
 
-def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | str = torch.float32):
+def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
+                  variant: BackboneVariant | None = None):
     """The stock pipeline of a local folder on `device` in `dtype` (either may be 'auto', see agsm.devices), with
-    DDIM for UNet models and diffusers' own per-step bar off (our commands show one bar per job)."""
+    DDIM for UNet models and diffusers' own per-step bar off (our commands show one bar per job). `variant`: another
+    denoiser and/or a LoRA in place of the folder's own (agsm.backbones.variants)."""
     from diffusers import DDIMScheduler
 
     device, dtype = resolve_device_and_dtype(device, dtype)
-    pipe = load_stock_pipeline(model, dtype)
+    pipe = apply_variant(load_stock_pipeline(model, dtype), variant)
     if hasattr(pipe.scheduler, "alphas_cumprod"):  # the paper samples UNet models with DDIM
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -62,11 +65,12 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
            guidance: float | None = None, size: int | None = None, uncond_tokens: str = "positive",
            device: str = "auto", dtype: str | torch.dtype = "auto", negative_prompt: str | None = None,
            images_per_prompt: int = 1, batch_size: int = 4, show_progress: bool = True,
-           token_scale: float = 1.0) -> list[Path]:
+           token_scale: float = 1.0, variant: BackboneVariant | None = None) -> list[Path]:
     """Draw `images_per_prompt` images of each prompt into out_dir and write run.json; returns the image paths.
 
     steps / guidance None: the model's recommended sampler, else its architecture's (agsm.sampler_defaults).
     token_scale: how strongly the tokens act, 0 (the base model) to 1 (as trained); see agsm.set_soft_tokens_scale.
+    variant: another denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens.
     """
     for name, value in (("images-per-prompt", images_per_prompt), ("batch-size", batch_size)):
         if value < 1:
@@ -76,7 +80,7 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
     if token_scale != 1.0 and not tokens:
         raise ValueError(f"--token-scale {token_scale} needs --tokens (without tokens the base model is drawn)")
     device, dtype = resolve_device_and_dtype(device, dtype)
-    pipe = load_pipeline(model, device, dtype)
+    pipe = load_pipeline(model, device, dtype, variant)
     sampler = resolve_sampler_settings(pipe, steps, guidance)
     size = size or default_size(pipe)
     if tokens:
@@ -100,7 +104,7 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
                 _save_png(image, out / job["file"])
             bar.update(len(chunk))
     record = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
-              "token_scale": token_scale,
+              "token_scale": token_scale, "variant": variant.describe() if variant and not variant.is_stock else None,
               "prompts": list(prompts), "negative_prompt": negative_prompt, "seed": seed,
               "images_per_prompt": per, "batch_size": batch_size, "steps": sampler.steps,
               "guidance": sampler.guidance, "sampler_source": sampler.source,

@@ -6,7 +6,9 @@ Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
 num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step, weights (online or ema: the
-trained tokens or their moving average; absent in older files), and digest (SHA-256 of the
+trained tokens or their moving average; absent in older files), trained_on (JSON: the model folder's name, the
+denoiser and LoRA it was swapped for, and the denoiser's content hash, agsm.backbones.variants; absent in older
+files), and digest (SHA-256 of the
 metadata and tensors, token_checks.py). Non-finite tokens are never written, and a file that is non-finite,
 inconsistent or changed after writing is refused on load.
 """
@@ -28,9 +30,10 @@ FILE_NAME = "soft_tokens.safetensors"
 
 
 def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, placement: dict, method: str,
-                settings: dict, step: int, weights: str | None = None) -> Path:
+                settings: dict, step: int, weights: str | None = None, trained_on: dict | None = None) -> Path:
     """Write atomically (temp file then rename) so a crash never leaves a truncated token file. `weights`
-    ('online' or 'ema') records which of the run's token modules these are."""
+    ('online' or 'ema') records which of the run's token modules these are; `trained_on` which backbone
+    (variants.trained_on)."""
     path = Path(path)
     tensors = {"psi_pos": tokens.sets[0], "time_table": tokens.time_table}
     if tokens.num_sets > 1:
@@ -41,6 +44,8 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, place
             "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
     if weights is not None:
         meta["weights"] = weights
+    if trained_on is not None:
+        meta["trained_on"] = json.dumps(trained_on, sort_keys=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
     bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
     if bad:

@@ -1,6 +1,9 @@
-"""Train soft tokens (AGSM, SoftREPA or plain DSM) on a frozen diffusers backbone.
+"""Train soft tokens (AGSM, SoftREPA or plain DSM) on a frozen diffusers backbone, or the backbone itself with a
+preference objective (Diffusion-DPO, InPO, SPO: a LoRA or the whole denoiser; docs/preference.md).
 
     agsm train --config sd15 --train.steps 2000 --data.path my_images/
+    agsm train --config sd15-dpo --data.path pairs/        # preference pairs; writes <output_dir>/unet and the LoRA
+    agsm train --config sd15 --model.denoiser runs/sd15-dpo/unet ...   # tokens on the tuned backbone
     accelerate launch --num_processes 2 -m agsm.cli train --config ... --train.gather_captions true
     agsm train --config ... --resume         # continue from the last complete checkpoint
     agsm train --resume runs/sd15-agsm       # the same, with the run's own config.yaml
@@ -9,6 +12,7 @@
 Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
 from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
 non-finite loss or gradient is never applied (train_guard.py); the run folder has one owner (run_folder.py).
+What is trained is a small strategy (trainables.py): the loop below drives tokens and backbone weights alike.
 """
 from __future__ import annotations
 
@@ -27,18 +31,18 @@ from accelerate.state import AcceleratorState
 from .backbones.base import TextCond
 from .backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config
+from .config import PREFERENCE_METHODS, Config
 from .data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
 from .data.perturb import distinct_perturbations
-from .denoiser import TokenDenoiser, update_ema
-from .export import export_run, token_metadata
-from .model_card import write_model_card
-from .objectives import STEPS, PairBatch
+from .denoiser import update_ema
+from .export import token_metadata
+from .objectives import DATA_KINDS, STEPS, PairBatch
+from .objectives.preference_batch import PreferenceBatch, PromptBatch
 from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
 from .progress import progress
 from .run_folder import claim_run_folder, forget_log_after, resume_point
-from .token_file import FILE_NAME
 from .tokens import SoftTokens, install_tokens, placement_for
+from .trainables import TokenTrainable
 from .train_guard import StepGuard
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
 from .validation import make_validator
@@ -52,11 +56,25 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def load_records(config: Config):
-    """The records of config.data: a list of Records, or (data.format hf) a source read once by the cache builder."""
+    """The records of config.data: a list of Records, or (data.format hf, pairs) a source read once by the cache
+    builder."""
     data = config.data
     if not data.path:
         raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images, or a "
-                         "Hugging Face dataset with data.format hf)")
+                         "Hugging Face dataset with data.format hf, or preference pairs with data.format pairs)")
+    kind = DATA_KINDS[config.method.name]
+    if kind == "pairs" and data.format != "pairs":
+        raise ValueError(f"method.name {config.method.name} trains on preference pairs: set data.format pairs and "
+                         "data.path to them (docs/preference.md; `agsm shapes pairs` makes some on ShapesWorld)")
+    if kind == "captions" and data.format == "pairs":
+        raise ValueError(f"data.format pairs holds preference pairs, for method.name dpo, inpo or spo; "
+                         f"{config.method.name} trains on images and captions (data.format imagefolder, coco, hf)")
+    if data.format == "pairs":
+        from .preference.pair_data import PairColumns, read_pairs
+
+        columns = PairColumns(data.caption_column, data.image_0_column, data.image_1_column, data.label_column)
+        return read_pairs(data.path, columns, split=data.split, builder=data.hf_builder, streaming=data.streaming,
+                          max_pairs=data.max_images)
     if data.format == "hf":
         return read_hf_dataset(data.path, split=data.split, image_column=data.image_column,
                                caption_column=data.caption_column, builder=data.hf_builder, streaming=data.streaming,
@@ -101,14 +119,43 @@ def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
     return ema.requires_grad_(False)
 
 
-def token_norms(tokens: SoftTokens, ema_tokens: SoftTokens) -> dict[str, float]:
-    """Mean L2 norm of a token per set (psi+, psi-) and of the EMA's psi+: how far tokens reach into attention."""
-    with torch.no_grad():
-        norms = {f"token_norm_{'pos' if s == 0 else 'neg'}": float(tokens.sets[s].norm(dim=-1).mean())
-                 for s in range(tokens.num_sets)}
-        norms["token_norm_ema_pos"] = float(ema_tokens.sets[0].norm(dim=-1).mean())
-        norms["time_table_norm"] = float(tokens.time_table.norm(dim=-1).mean())
-    return norms
+def make_trainable(config: Config, backbone, accelerator):
+    """What this run trains (trainables.py): soft tokens for agsm / softrepa / dsm, the backbone for dpo / inpo / spo."""
+    if config.method.name in PREFERENCE_METHODS:
+        from .preference.backbone_tuning import BackboneTrainable
+
+        return BackboneTrainable(config, backbone)
+    tokens = make_tokens(config, backbone).to(accelerator.device)
+    ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
+    placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
+    token_meta = token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"],
+                                trained_on=backbone.trained_on)
+    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
+    # update_ema as this module names it when the run starts (tests watch the EMA update through it)
+    return TokenTrainable(backbone, tokens, ema_tokens, injector, token_meta, config.method.ema_decay, update_ema)
+
+
+def build_step_batch(dataset, ids, generator, accelerator, config: Config, device, backbone):
+    """The batch the method's step takes (objectives.DATA_KINDS): images x captions, preference pairs, or prompts."""
+    kind = DATA_KINDS[config.method.name]
+    if kind == "captions":
+        return build_batch(dataset, ids, generator, accelerator, config, device, encoder=backbone)
+    if kind == "pairs":
+        x0_w, x0_l = dataset.latents(ids)
+        return PreferenceBatch(x0_w.to(device), x0_l.to(device), dataset.text(ids).to(device), dataset.captions(ids))
+    from .preference.pair_data import PairDataset
+
+    if isinstance(dataset, PairDataset):  # SPO on preference pairs: their prompts
+        return PromptBatch(dataset.text(ids).to(device), dataset.captions(ids))
+    caption_ids = dataset.draw_captions(ids, generator)
+    return PromptBatch(dataset.text(caption_ids).to(device), [dataset.captions[i] for i in caption_ids.tolist()])
+
+
+def batch_size_of(batch) -> int:
+    """The pairs (image, caption), preference pairs or prompts a step processes: for the throughput line."""
+    if isinstance(batch, PairBatch):
+        return batch.num_images * batch.num_captions
+    return batch.num_pairs if isinstance(batch, PreferenceBatch) else batch.num_prompts
 
 
 def build_batch(dataset, ids, generator, accelerator, config: Config, device, encoder=None) -> PairBatch:
@@ -149,7 +196,8 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
 
 
 def train(config: Config, resume: bool | str | Path = False, overwrite: bool = False) -> Path:
-    """Train tokens into config.train.output_dir; returns the token file. The folder is locked for the run:
+    """Train into config.train.output_dir; returns the token file (or, for dpo / inpo / spo, the tuned denoiser's
+    folder). The folder is locked for the run:
     see run_folder.py for what --resume and --overwrite allow. `resume`: True or 'latest' continues from the
     latest checkpoint; a path, from that checkpoint (or run folder) of this run."""
     out = Path(config.train.output_dir)
@@ -174,30 +222,29 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     tc = config.train
     records = load_records(config)  # bad data paths fail here, before the model loads
     backbone = load_backbone(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
-                             resolution=config.model.resolution, **config.model.flow_options())
+                             resolution=config.model.resolution, variant=config.model.variant(),
+                             **config.model.flow_options())
     backbone.to(accelerator.device)
     if tc.gradient_checkpointing:
         backbone.denoiser.enable_gradient_checkpointing()
     cache_root = Path(config.data.cache_dir or out / "cache")  # the run's own, unless a shared one is named
     with accelerator.main_process_first():
-        dataset = build_or_load_cache(records, backbone, backbone.resolution, cache_root,
-                                      cache_text=config.data.cache_text, min_size=config.data.min_size,
-                                      progress=accelerator.is_main_process)
+        build = build_or_load_cache
+        if config.data.format == "pairs":
+            from .preference.pair_data import build_or_load_pairs as build
+        dataset = build(records, backbone, backbone.resolution, cache_root, cache_text=config.data.cache_text,
+                        min_size=config.data.min_size, progress=accelerator.is_main_process)
     global_batch = tc.images_per_step * accelerator.num_processes
     steps_per_epoch = dataset.num_images // global_batch
     if steps_per_epoch == 0:
         raise ValueError(f"the dataset has {dataset.num_images} usable images, fewer than one global batch "
                          f"({global_batch}); lower train.images_per_step or add images")
 
-    torch.manual_seed(tc.seed)  # token initialisation is the same on every process
-    tokens = make_tokens(config, backbone).to(accelerator.device)
-    ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
-    placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
-    token_meta = token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"])
-    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
-    cleanup.callback(injector.remove)
-    denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
-    optimizer = torch.optim.AdamW(tokens.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    torch.manual_seed(tc.seed)  # initialisation (tokens, LoRA) is the same on every process
+    trainable = make_trainable(config, backbone, accelerator)
+    cleanup.callback(trainable.remove)
+    params = list(trainable.parameters())
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=tc.restart_every, eta_min=tc.min_lr)
     optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16
     state = TrainState()
@@ -206,7 +253,8 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         if last is None:
             log.warning("--resume: no checkpoint in %s, starting from step 0", out)
         else:
-            load_checkpoint(accelerator, last, state, tokens, ema_tokens, optimizer, schedule)
+            load_checkpoint(accelerator, last, state, trainable.trained, trainable.averaged, optimizer, schedule,
+                            trainable.checkpoint_names)
             log.info("resumed from %s at step %d", last, state.step)
     if accelerator.is_main_process:
         forget_log_after(out, state.step)
@@ -216,7 +264,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     if accelerator.is_main_process:
         accelerator.init_trackers("agsm", config=_flat(config.to_dict()), init_kwargs=tracker_init_kwargs(out))
     cleanup.callback(accelerator.end_training)
-    validator = make_validator(config, backbone, injector, out, accelerator)
+    validator = make_validator(config, backbone, trainable.switch, out, accelerator)
     if validator and state.step == 0:
         validator.run(0, with_tokens=False)  # the base model's images, to compare the rounds with
     bar = progress(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process,
@@ -230,25 +278,28 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         first = position * global_batch + accelerator.process_index * tc.images_per_step
         ids = order[first:first + tc.images_per_step]
         generator = step_generator(tc.seed, step, accelerator.process_index)
-        batch = build_batch(dataset, ids, generator, accelerator, config, accelerator.device, encoder=backbone)
+        batch = build_step_batch(dataset, ids, generator, accelerator, config, accelerator.device, backbone)
 
         with accelerator.autocast():
-            loss, logs = step_fn(denoiser, batch, config.method, generator)
+            loss, logs = step_fn(trainable.denoiser, batch, config.method, generator)
         accelerator.backward(loss)
-        for p in tokens.parameters():  # tokens are tiny: an all-reduce of their grads replaces a DDP wrapper
-            p.grad = accelerator.reduce(p.grad, reduction="mean")
-        if guard.should_skip(accelerator, state, loss, tokens, lambda: batch_files(dataset, ids)):
+        for p in params:  # tokens and LoRAs are small: an all-reduce of their grads replaces a DDP wrapper
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
+        if tc.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(params, tc.max_grad_norm)
+        if guard.should_skip(accelerator, state, loss, trainable, lambda: batch_files(dataset, ids)):
             optimizer.zero_grad(set_to_none=True)
             schedule.step()  # the learning rate stays a function of the step, skipped or not
         else:
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            guard.check_tokens(state, tokens)
-            update_ema(ema_tokens, tokens, config.method.ema_decay)
+            guard.check_tokens(state, trainable)
+            trainable.after_step()
         state.step += 1
 
-        pairs_done += batch.num_images * batch.num_captions * accelerator.num_processes
+        pairs_done += batch_size_of(batch) * accelerator.num_processes
         rate = pairs_done / (time.perf_counter() - started)
         # The postfix first, without a redraw: the line update() shows then carries this step's loss.
         bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}", refresh=False)
@@ -256,7 +307,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         if state.step % tc.log_every == 0 or state.step == tc.steps:
             record = {"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
                       "skipped_steps": state.skipped, **{k: float(v) for k, v in logs.items()},
-                      **token_norms(tokens, ema_tokens)}
+                      **trainable.norms()}
             accelerator.log(record, step=state.step)
             if accelerator.is_main_process:  # the same numbers as plain JSON lines, for scripts and studies
                 with open(out / "train_log.jsonl", "a") as f:
@@ -264,18 +315,27 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         if validator and validator.due(state.step, tc.steps):  # before the checkpoint: a resume never skips a round
             validator.run(state.step)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
-            save_checkpoint(accelerator, out, state, tc.checkpoints_total_limit, tokens, ema_tokens, optimizer,
-                            schedule, token_meta)
+            save_checkpoint(accelerator, out, state, tc.checkpoints_total_limit, trainable.trained,
+                            trainable.averaged, optimizer, schedule, getattr(trainable, "token_meta", None),
+                            trainable.checkpoint_names)
 
-    if accelerator.is_main_process:
-        export_run(out, tokens, ema_tokens, token_meta, state.step, main=tc.export_tokens)
-        write_model_card(out, config, num_images=dataset.num_images)  # README.md for the Hub, beside the files
-        log.info("wrote %s (%s tokens)", out / FILE_NAME, tc.export_tokens)
-    return out / FILE_NAME
+    result = trainable.export(out, config, state.step, dataset.num_images) if accelerator.is_main_process else None
+    if result is not None:
+        log.info("wrote %s", result)
+    return result if result is not None else _export_path(out, trainable, backbone)
+
+
+def _export_path(out: Path, trainable, backbone) -> Path:
+    """Where the main process writes the run's result (what other processes return)."""
+    from .token_file import FILE_NAME
+
+    return out / (FILE_NAME if trainable.kind == "tokens" else backbone.denoiser_name)
 
 
 def batch_files(dataset, ids) -> list[tuple[str, list[str]]]:
     """(image file, its captions) of each image in a batch: what an error about that batch should name."""
+    if hasattr(dataset, "batch_files"):
+        return dataset.batch_files(ids)
     return [(str(dataset.image_paths[i]), [dataset.captions[c] for c in dataset.caption_ids_of(i)])
             for i in ids.tolist()]
 

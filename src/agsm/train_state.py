@@ -1,7 +1,9 @@
 """A training checkpoint's contents as safetensors plus JSON, so loading one can never run code.
 
     checkpoint-500/
-        train_state.safetensors   tokens.*, ema.*, optimizer.<param>.<name> (AdamW's exp_avg, exp_avg_sq, step)
+        train_state.safetensors   tokens.*, ema.*, optimizer.<param>.<name> (AdamW's exp_avg, exp_avg_sq, step);
+                                  a run that tunes the backbone (method dpo, inpo, spo) keeps its trained weights
+                                  (LoRA or whole denoiser) as params.* and has no ema.*
         train_state.json          format, step, skipped steps, process count, optimiser param groups,
                                   lr schedule, loss scaler, and token_file: the token file metadata (backbone
                                   sizes, placement, method and settings) that `agsm export` needs
@@ -36,11 +38,16 @@ class CheckpointError(AgsmError):
 
 
 def state_files(tokens, ema_tokens, optimizer, schedule, scaler, step: int, skipped: int,
-                num_processes: int, token_meta: dict | None = None) -> tuple[bytes, dict]:
+                num_processes: int, token_meta: dict | None = None,
+                names: tuple[str, str] = ("tokens", "ema")) -> tuple[bytes, dict]:
     """(train_state.safetensors bytes, train_state.json content) of the main process's state; `token_meta`
-    (export.token_metadata) is stored as is, for exporting a token file from the checkpoint."""
-    tensors = {f"tokens.{k}": v for k, v in tokens.state_dict().items()}
-    tensors.update({f"ema.{k}": v for k, v in ema_tokens.state_dict().items()})
+    (export.token_metadata) is stored as is, for exporting a token file from the checkpoint.
+
+    `tokens` is what the optimiser trains and `ema_tokens` its moving average (None: there is none), anything with
+    state_dict(); `names` are their key prefixes ('params' for a tuned backbone's weights)."""
+    tensors = {f"{names[0]}.{k}": v for k, v in tokens.state_dict().items()}
+    if ema_tokens is not None:
+        tensors.update({f"{names[1]}.{k}": v for k, v in ema_tokens.state_dict().items()})
     optim = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for pid, entries in optim["state"].items():
@@ -52,7 +59,7 @@ def state_files(tokens, ema_tokens, optimizer, schedule, scaler, step: int, skip
     bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:  # the training loop stops before this can happen; never let a NaN reach a checkpoint
         raise CheckpointError(f"refusing to checkpoint step {step}: {', '.join(bad)} hold non-finite values")
-    meta = {"format": FORMAT, "step": step, "skipped_steps": skipped, "num_processes": num_processes,
+    meta = {"format": FORMAT, "step": step, "skipped_steps": skipped, "num_processes": num_processes, "trained": names[0],
             "optimizer": {"param_groups": optim["param_groups"], "state_values": scalars},
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None}
     if token_meta is not None:
@@ -107,14 +114,21 @@ def read(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict, dict[s
     return tensors, meta, rng_tensors, rng_meta
 
 
-def restore(folder: Path, rank: int, num_processes: int, tokens, ema_tokens, optimizer, schedule, scaler) -> dict:
-    """Load a checkpoint into the live objects; returns its JSON state (step, skipped_steps ...)."""
+def restore(folder: Path, rank: int, num_processes: int, tokens, ema_tokens, optimizer, schedule, scaler,
+            names: tuple[str, str] = ("tokens", "ema")) -> dict:
+    """Load a checkpoint into the live objects; returns its JSON state (step, skipped_steps ...). `ema_tokens` None
+    and `names`: as for state_files."""
     tensors, meta, rng_tensors, rng_meta = read(folder, rank)
+    if meta.get("trained", "tokens") != names[0]:
+        raise CheckpointError(f"{folder} holds trained {meta.get('trained', 'tokens')} but this run trains "
+                              f"{names[0]} (method.name changed?); resume with the run's config.yaml")
     if meta["num_processes"] != num_processes:
         raise CheckpointError(f"{folder} was written by {meta['num_processes']} process(es) and this run has "
                               f"{num_processes}; the global batch would change: resume with "
                               f"{meta['num_processes']} process(es)")
-    for prefix, module in (("tokens.", tokens), ("ema.", ema_tokens)):
+    for prefix, module in ((f"{names[0]}.", tokens), (f"{names[1]}.", ema_tokens)):
+        if module is None:
+            continue
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         _check_shapes(folder, prefix, state, module.state_dict())
         module.load_state_dict(state, strict=True)

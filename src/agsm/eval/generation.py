@@ -59,16 +59,17 @@ def metric_dtype(args) -> torch.dtype:
 
 def open_pipeline(model, tokens=None, uncond_tokens: str = "positive", device: str = "cpu",
                   dtype: torch.dtype | str = torch.float32, steps: int | None = None, guidance: float | None = None,
-                  size: int | None = None, token_scale: float = 1.0):
+                  size: int | None = None, token_scale: float = 1.0, variant=None):
     """Load `model` (+ tokens at `token_scale`, 1 = as trained) on `device` in `dtype` ('auto' allowed) and resolve
-    the sampler: the model's recommended one, else its architecture's, unless overridden."""
+    the sampler: the model's recommended one, else its architecture's, unless overridden. `variant`: another
+    denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens."""
     from ..pipelines import load_soft_tokens
     from ..sample import default_size, load_pipeline
     from ..sampler_defaults import resolve_sampler
 
     if size is not None and size < 1:
         raise ValueError(f"--size {size} must be >= 1")
-    pipe = load_pipeline(model, device, dtype)
+    pipe = load_pipeline(model, device, dtype, variant)
     if tokens:
         load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens, scale=token_scale)
     steps, guidance = resolve_sampler(pipe, steps, guidance)

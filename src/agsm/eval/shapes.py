@@ -30,12 +30,13 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
                     steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
                     keep_images: bool = False, batch_size: int = 50, device: str = "cpu",
-                    dtype="float32", show_progress: bool = True) -> dict:
+                    dtype="float32", show_progress: bool = True, variant=None) -> dict:
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
     steps / guidance None: the model's recommended sampler (the shipped models: 25 steps, guidance sd15 6, sd3 5),
     else its architecture's (agsm.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
-    given; a run resumes only in the precision it started with.
+    given; a run resumes only in the precision it started with. variant: another denoiser and/or a LoRA on the
+    model (agsm.backbones.variants), part of the run's identity.
     """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
@@ -55,12 +56,15 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
                 "suite": [[line["prompt"], line["category"], line["seed"]] for line in suite],
                 "images_per_prompt": images_per_prompt, "seed": seed, "steps": steps, "guidance": guidance,
                 "batch_size": batch_size, "dtype": dtype_name(dtype)}
+    if variant is not None and not variant.is_stock:  # only then, so runs of the stock model resume as before
+        settings["variant"] = {**variant.describe(), "files": [folder_stamp(p) if Path(p).is_dir() else file_digest(p)
+                                                              for p in (variant.denoiser, variant.lora) if p]}
     run = ResumableRun(out, settings)
     done = run.entries
     batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
     todo = [b for b in batches if not all(i in done for i in b)]
     if todo or run.sampler is None:
-        pipe = pipe or load_pipeline(model, device, dtype)
+        pipe = pipe or load_pipeline(model, device, dtype, variant)
         if tokens:
             load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
         steps, guidance = resolve_sampler(pipe, steps, guidance)
@@ -74,6 +78,7 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
     judged = [{k: v for k, v in entries[i].items() if k not in ("index", "file")} for i in range(len(jobs))]
     result = summarize(judged, images_per_prompt=images_per_prompt, seed=seed, sampler=run.sampler)
     result.update({"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
+                   "variant": settings.get("variant"),
                    "prompts": str(prompts) if prompts else "shipped suite"})
     out = Path(out)
     write_json(out / "results.json", result)

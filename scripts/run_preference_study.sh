@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The miniature Table 3 on sd15-tiny (docs/preference.md): AGSM tokens alone and on top of preference-tuned backbones.
+#   bash scripts/run_preference_study.sh              # the full study (hours of 2 cores; see the estimates below)
+#   TOY=1 OUT=runs/pref-toy bash scripts/run_preference_study.sh   # every stage at toy size, in a few minutes
+#   STAGES="pairs base dpo" bash scripts/run_preference_study.sh     # only some stages (in this order)
+#
+# Arms, each scored on the suite (--prompts, default test) by python -m agsm.study.arms, 3 training seeds each:
+#   base | +AGSM | DPO | DPO+AGSM | InPO | InPO+AGSM | SPO | SPO+AGSM
+# 1. pairs: `agsm shapes pairs` draws CANDIDATES images of PAIR_PROMPTS training-grammar prompts with the base model;
+#    the exact judge keeps a correct vs an incorrect image per prompt (all-correct or all-wrong prompts are ties).
+# 2. base, +AGSM: the shipped model, and AGSM tokens trained on it (the demo's recipe, AGSM_STEPS steps).
+# 3. for each method and seed k: `agsm train --config sd15-<method>` with this study's tiny-model settings writes the
+#    tuned backbone and its whole pipeline (tune.export_pipeline); the arm script scores that pipeline as `base` and
+#    trains and scores AGSM tokens on it (seed k) as `agsm`.
+# 4. the table: mean suite accuracy per arm (mean and spread over seeds) into $OUT/table.md.
+# A stage whose outputs exist is skipped (a tuned backbone with its pipeline/, an arm with its eval-<prompts>.json is
+# only re-read), so a killed study continues where it stopped; training resumes from its last checkpoint.
+#
+# Runtime on 2 CPU cores, measured at toy size (TOY=1 runs every stage in about 2 minutes: 16 prompts x 4 candidates,
+# 4 training steps, 1 seed, the suite at 1 prompt per category) and per step at the full settings' batch (8 pairs):
+#   pairs      0.07 s an image; 2000 prompts x 4 = 8000 images: about 10 minutes. About 1 prompt in 5 gives a pair
+#              (sd15-tiny draws most prompts right 4 times out of 4): expect some 400 pairs; raise PAIR_PROMPTS or
+#              CANDIDATES for more
+#   dpo        0.14 s a step (LoRA rank 8)                      1000 steps: about 2.5 minutes a seed
+#   inpo       0.32 s a step (10-step inversion)                1000 steps: about 5.5 minutes a seed
+#   spo        0.75 s a step (25-step sampling, 4 candidates)   500 steps: about 6.5 minutes a seed
+#   each arm   scoring a model on the suite: about 1-2 minutes; AGSM tokens, the demo's recipe (AGSM_STEPS 2000):
+#              about 5-10 minutes a seed (the arm script renders its 2000-image training set once, into $OUT/base)
+# In all, about 2.5-3 hours: 10 models scored (base and 9 tuned backbones), 12 AGSM runs, 9 backbones tuned.
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
+PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-src/agsm/shapes/models/sd15-tiny}
+OUT=${OUT:-runs/preference-study}
+PROMPTS=${PROMPTS:-test}
+STAGES=${STAGES:-pairs base dpo inpo spo table}
+if [[ "${TOY:-0}" == 1 ]]; then
+  SEEDS=${SEEDS:-0}; PAIR_PROMPTS=${PAIR_PROMPTS:-16}; PREF_STEPS=${PREF_STEPS:-4}; AGSM_STEPS=${AGSM_STEPS:-4}
+  PREF_BATCH=${PREF_BATCH:-2}; SCORE_ARGS=(--per-category 1)
+else
+  SEEDS=${SEEDS:-0 1 2}; PAIR_PROMPTS=${PAIR_PROMPTS:-2000}; PREF_STEPS=${PREF_STEPS:-}; AGSM_STEPS=${AGSM_STEPS:-2000}
+  PREF_BATCH=${PREF_BATCH:-8}; SCORE_ARGS=()
+fi
+CANDIDATES=${CANDIDATES:-4}
+mkdir -p "$OUT"
+TIMINGS="$OUT/timings.tsv"
+
+timed() {  # timed NAME COMMAND...: run it, append "NAME<TAB>seconds" to $TIMINGS
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name: $*"
+  "$@"
+  printf '%s\t%s\n' "$name" "$((SECONDS - start))" >> "$TIMINGS"
+}
+
+# The tiny model's settings for each method, on top of its shipped sd15-<method> config: the model's own
+# resolution and sampler (64 px, 25 DDIM steps, guidance 6), float32 on a CPU, a rank-8 LoRA.
+common=(--model.path "$MODEL" --model.resolution null --data.path "$OUT/pairs" --data.cache_dir "$OUT/cache"
+        --data.cache_text true --train.mixed_precision '"no"' --train.gradient_checkpointing false
+        --tune.params lora --tune.lora_rank 8 --tune.export_pipeline true --train.log_every 25)
+settings() {
+  case $1 in
+    dpo)  echo "--train.steps ${PREF_STEPS:-1000} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 5000" ;;
+    inpo) echo "--train.steps ${PREF_STEPS:-1000} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 2000" ;;
+    spo)  echo "--train.steps ${PREF_STEPS:-500} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.spo_steps 25
+                --method.spo_guidance 6 --method.spo_divert_start 4 --method.spo_scorer shapes_judge
+                --data.format pairs --data.caption_column caption" ;;
+  esac
+}
+
+arm() {  # arm ROOT MODEL_FOLDER NAME [SEEDS...]: score the model (NAME base) or train and score AGSM tokens on it
+  local root=$1 model=$2 name=$3
+  shift 3
+  mkdir -p "$root"
+  # every arm trains AGSM on the same 2000-image set: made once, shared by a link
+  if [[ ! -e "$root/data-2000" && -d "$OUT/base/data-2000" && "$root" != "$OUT/base" ]]; then
+    ln -s "$(realpath "$OUT/base/data-2000")" "$root/data-2000"
+  fi
+  local seeds=()
+  [[ $# -gt 0 ]] && seeds=(--seeds "$@")
+  $PY -m agsm.study.arms --backbone sd15 --model "$model" --name "$name" --prompts "$PROMPTS" --out "$root" \
+      --steps "$AGSM_STEPS" "${seeds[@]}" "${SCORE_ARGS[@]}"
+}
+
+for stage in $STAGES; do
+  case $stage in
+    pairs)
+      if [[ ! -f "$OUT/pairs/pairs.json" ]]; then
+        timed pairs $PY -m agsm.cli shapes pairs --model "$MODEL" --prompts "$PAIR_PROMPTS" --candidates "$CANDIDATES" \
+            --out "$OUT/pairs" --device cpu --dtype float32
+      fi ;;
+    base)
+      timed base-score arm "$OUT/base" "$MODEL" base
+      # shellcheck disable=SC2086
+      timed base-agsm arm "$OUT/base" "$MODEL" agsm $SEEDS ;;
+    dpo|inpo|spo)
+      for seed in $SEEDS; do
+        run="$OUT/$stage/seed$seed"
+        if [[ ! -d "$run/pipeline" ]]; then
+          resume=()
+          [[ -d "$run/checkpoints" ]] && resume=(--resume)
+          # shellcheck disable=SC2046
+          timed "$stage-train-seed$seed" $PY -m agsm.cli train --config "sd15-$stage" "${resume[@]}" "${common[@]}" \
+              $(settings "$stage") --train.seed "$seed" --train.output_dir "$run" --train.checkpoint_every 250
+        fi
+        timed "$stage-score-seed$seed" arm "$OUT/$stage-seed$seed" "$run/pipeline" base
+        timed "$stage-agsm-seed$seed" arm "$OUT/$stage-seed$seed" "$run/pipeline" agsm "$seed"
+      done ;;
+    table)
+      $PY - "$OUT" "$PROMPTS" "$SEEDS" <<'EOF'
+import json, statistics, sys
+from pathlib import Path
+
+out, tag, seeds = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split()
+def mean_of(path):
+    return json.loads(path.read_text())["mean"] if path.is_file() else None
+def cell(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.3f}{spread} (n={len(values)})"
+rows = [("base", [mean_of(out / "base/sd15/base" / f"eval-{tag}.json")]),
+        ("+AGSM", [mean_of(out / f"base/sd15/agsm/seed{s}/eval-{tag}.json") for s in seeds])]
+for method, label in (("dpo", "DPO"), ("inpo", "InPO"), ("spo", "SPO")):
+    rows.append((label, [mean_of(out / f"{method}-seed{s}/sd15/base/eval-{tag}.json") for s in seeds]))
+    rows.append((f"{label}+AGSM", [mean_of(out / f"{method}-seed{s}/sd15/agsm/seed{s}/eval-{tag}.json") for s in seeds]))
+lines = [f"| arm | suite accuracy ({tag}), mean ± sd over seeds |", "|---|---|"]
+lines += [f"| {name} | {cell(values)} |" for name, values in rows]
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+      ;;
+    *) echo "unknown stage $stage (pairs base dpo inpo spo table)" >&2; exit 2 ;;
+  esac
+done
