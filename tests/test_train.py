@@ -83,7 +83,7 @@ def _kill_when(proc, ready, what, timeout=240):
     proc.wait()
 
 
-@pytest.mark.parametrize("model", ["sd15_dir", "sd3_dir"])
+@pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
 def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp_path):
     """kill -9 at several moments (between checkpoints; while writing one, as a torn .tmp folder; just after one),
     resuming each time: the tokens are bit for bit those of the uninterrupted run."""

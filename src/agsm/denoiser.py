@@ -6,7 +6,22 @@ import torch
 from .backbones.base import TextCond
 
 
-class TokenDenoiser:
+class BackboneDiffusion:
+    """What every objective's model layer passes straight to the backbone: noising, the target, timesteps."""
+
+    backbone = None
+
+    def add_noise(self, x0, eps, t):
+        return self.backbone.add_noise(x0, eps, t)
+
+    def target(self, x0, eps, t):
+        return self.backbone.target(x0, eps, t)
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.backbone.sample_timesteps(n, generator)
+
+
+class TokenDenoiser(BackboneDiffusion):
     """Predicts per pair with the online tokens (or the EMA tokens, `ema=True`), token set chosen per pair."""
 
     def __init__(self, backbone, injector, tokens, ema_tokens=None):
@@ -21,15 +36,6 @@ class TokenDenoiser:
             raise RuntimeError("EMA predictions were asked for but this denoiser has no EMA tokens")
         with self.injector.use(tokens, set_index):
             return self.backbone.predict(x_t, t, cond)
-
-    def add_noise(self, x0, eps, t):
-        return self.backbone.add_noise(x0, eps, t)
-
-    def target(self, x0, eps, t):
-        return self.backbone.target(x0, eps, t)
-
-    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.backbone.sample_timesteps(n, generator)
 
 
 @torch.no_grad()

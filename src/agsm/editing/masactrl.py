@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from ..pipelines import denoiser_of
+from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from .conditioning import PromptCond, guided_predictions
 from .injection import (SD15_SELF_ATTENTION_LAYERS, RowCopy, branch_rows, check_unfused, hooked, scale_layer,
                         self_attention_layers)

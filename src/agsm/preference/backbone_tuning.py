@@ -30,6 +30,7 @@ import torch
 from ..atomic_files import write_json
 from ..backbones.base import TextCond
 from ..backbones.variants import content_hash, forget_content_hash
+from ..denoiser import BackboneDiffusion
 from ..objectives.inpo import inversion_schedule
 from .scorers import load_scorer
 
@@ -212,7 +213,7 @@ class _Weights:
                 p.copy_(state[n].to(p.dtype))
 
 
-class PreferenceDenoiser:
+class PreferenceDenoiser(BackboneDiffusion):
     """The thin model layer the preference steps call: the policy (trained) and reference predictions, the backbone's
     noising and targets, and (for InPO and SPO, UNet backbones) DDIM schedules, guidance, decoding and the scorer."""
 
@@ -228,15 +229,6 @@ class PreferenceDenoiser:
     def reference(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
         with torch.no_grad(), self.trainable.reference():
             return self.backbone.predict(x_t, t, cond)
-
-    def add_noise(self, x0, eps, t):
-        return self.backbone.add_noise(x0, eps, t)
-
-    def target(self, x0, eps, t):
-        return self.backbone.target(x0, eps, t)
-
-    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.backbone.sample_timesteps(n, generator)
 
     def zero_loss(self) -> torch.Tensor:
         """0, connected to every trained weight (a step without pairs still has gradients: zeros)."""

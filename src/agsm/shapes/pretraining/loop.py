@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 from . import checkpoint
+from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ their captions tokenised, all kept on the training device.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
+from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from ..dataset import training_samples
 from ..render import render
 from . import checkpoint
@@ -84,3 +85,20 @@ def device_data(cfg: SD3Config, cache: dict, vae, tokenizer) -> dict:
             "empty_ids": [empty, empty], "scale": float(vae.config.scaling_factor),
             "shift": float(vae.config.shift_factor)}
 
+
+def prepare_run(cfg) -> tuple[Path, object, dict, object, dict]:
+    """How the recipes on the frozen sd15-tiny VAE (sd3, sdxl) start: torch threads set, WORK/config.json written;
+    returns WORK, the VAE, the encoded training set, the tokenizer both text encoders share (end-of-text with the
+    largest id, where CLIP's projection pools) and what their batches read on the device."""
+    from dataclasses import asdict
+
+    from .. import tiny_models as tm
+
+    torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    vae = tm.load_frozen_vae(cfg.vae)
+    cache = encode_dataset(cfg, vae, work)
+    tokenizer = tm.build_sd3_tokenizer()
+    return work, vae, cache, tokenizer, device_data(cfg, cache, vae, tokenizer)

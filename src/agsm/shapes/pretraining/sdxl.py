@@ -29,7 +29,7 @@ from .. import tiny_models as tm
 from . import loop
 from .common import stage_rng
 from .config import SDXLConfig, settings
-from .sd3_data import device_data, encode_dataset
+from .sd3_data import prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +182,7 @@ def pretrain(out_dir: str, steps: int, seed: int = 0, work_dir: str | None = Non
     """Train (or resume) and write the pipeline to `out_dir`; returns it. `options`: SDXLConfig fields."""
     work_dir = work_dir or str(Path("runs") / f"pretrain-{Path(out_dir).name}")  # never inside the shipped folder
     cfg = SDXLConfig(out_dir=str(out_dir), work_dir=str(work_dir), steps=steps, seed=seed, **options)
-    torch.set_num_threads(cfg.threads)
-    work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    vae = tm.load_frozen_vae(cfg.vae)
-    cache = encode_dataset(cfg, vae, work)
-    tokenizer = tm.build_sd3_tokenizer()  # end-of-text with the largest id: text_encoder_2 pools there
-    data = device_data(cfg, cache, vae, tokenizer)
+    work, vae, cache, tokenizer, data = prepare_run(cfg)
     trained = loop.train(SDXLRecipe(cfg, data, tokenizer, vae), work)
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     out = export(cfg, trained.result, vae, tokenizer, data, {"data": cache["wall"], "train": trained.wall},
