@@ -1,6 +1,8 @@
 """Run configuration: one dataclass per concern, read from YAML and overridden by `--section.key value`.
 
 Each dataclass checks itself on creation and names the option, the value and what is allowed.
+Over 300 lines because every option carries its help text (what `agsm train --help` prints); the next split is
+the help and override parsing (option_help, parse_overrides, load_config) into their own module.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ training saw. Loading under a name already in use replaces that adapter; both ev
 The scale (per adapter, kept when switching) interpolates every token-carrying attention layer's output between
 the stock layer and the trained one, as a LoRA scale does (agsm.tokens.injector): 0 gives images bit-identical to
 the stock pipeline, 1 exactly the trained behaviour, values in between lie between them, above 1 extrapolates.
+Over 300 lines: one concern (the user-facing token API: load, scale, adapters, unload, Hub ids) kept together.
 """
 from __future__ import annotations
 

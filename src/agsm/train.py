@@ -13,6 +13,7 @@ Every per-step random draw comes from a generator seeded by (seed, step, process
 from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
 non-finite loss or gradient is never applied (train_guard.py); the run folder has one owner (run_folder.py).
 What is trained is a small strategy (trainables.py): the loop below drives tokens and backbone weights alike.
+Over 300 lines: the one training loop for tokens and preference objectives; its parts already live in their modules.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ Export, when training ends (BackboneTrainable.export), into the run folder:
     pipeline/                        with tune.export_pipeline: the whole pipeline with the tuned denoiser (and the
                                      model folder's sampler.json), for commands that take a model folder
     tuned.json                       method, what was trained, base model, step, files, and the denoiser's hash
+Over 300 lines: one concern (what a preference run trains, its reference, export); to split if a fourth objective lands.
 """
 from __future__ import annotations
 
