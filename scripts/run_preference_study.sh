@@ -12,7 +12,8 @@
 # 3. for each method and seed k: `agsm train --config sd15-<method>` with this study's tiny-model settings writes the
 #    tuned backbone and its whole pipeline (tune.export_pipeline); the arm script scores that pipeline as `base` and
 #    trains and scores AGSM tokens on it (seed k) as `agsm`.
-# 4. the table: mean suite accuracy per arm (mean and spread over seeds) into $OUT/table.md.
+# 4. the table: python -m agsm.study.preference_report writes $OUT/report-$PROMPTS/ (table.md: accuracy per category,
+#    quality and the seed-paired AGSM gain per backbone, mean ± sd over training seeds; chart.png, pareto.png).
 # A stage whose outputs exist is skipped (a tuned backbone with its pipeline/, an arm with its eval-<prompts>.json is
 # only re-read), so a killed study continues where it stopped; training resumes from its last checkpoint.
 #
@@ -38,7 +39,7 @@ if [[ "${TOY:-0}" == 1 ]]; then
   SEEDS=${SEEDS:-0}; PAIR_PROMPTS=${PAIR_PROMPTS:-16}; PREF_STEPS=${PREF_STEPS:-4}; AGSM_STEPS=${AGSM_STEPS:-4}
   PREF_BATCH=${PREF_BATCH:-2}; SCORE_ARGS=(--per-category 1)
 else
-  SEEDS=${SEEDS:-0 1 2}; PAIR_PROMPTS=${PAIR_PROMPTS:-2000}; PREF_STEPS=${PREF_STEPS:-}; AGSM_STEPS=${AGSM_STEPS:-2000}
+  SEEDS=${SEEDS:-0 1 2}; PAIR_PROMPTS=${PAIR_PROMPTS:-2000}; PREF_STEPS=${PREF_STEPS:-}; AGSM_STEPS=${AGSM_STEPS:-1000}
   PREF_BATCH=${PREF_BATCH:-8}; SCORE_ARGS=()
 fi
 CANDIDATES=${CANDIDATES:-4}
@@ -56,13 +57,13 @@ timed() {  # timed NAME COMMAND...: run it, append "NAME<TAB>seconds" to $TIMING
 # The tiny model's settings for each method, on top of its shipped sd15-<method> config: the model's own
 # resolution and sampler (64 px, 25 DDIM steps, guidance 6), float32 on a CPU, a rank-8 LoRA.
 common=(--model.path "$MODEL" --model.resolution null --data.path "$OUT/pairs" --data.cache_dir "$OUT/cache"
-        --data.cache_text true --train.mixed_precision '"no"' --train.gradient_checkpointing false
+        --data.cache_text true --train.mixed_precision no --train.gradient_checkpointing false
         --tune.params lora --tune.lora_rank 8 --tune.export_pipeline true --train.log_every 25)
 settings() {
   case $1 in
-    dpo)  echo "--train.steps ${PREF_STEPS:-1000} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 5000" ;;
-    inpo) echo "--train.steps ${PREF_STEPS:-1000} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 2000" ;;
-    spo)  echo "--train.steps ${PREF_STEPS:-500} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.spo_steps 25
+    dpo)  echo "--train.steps ${PREF_STEPS:-${DPO_STEPS:-500}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 5000" ;;
+    inpo) echo "--train.steps ${PREF_STEPS:-${INPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 2000" ;;
+    spo)  echo "--train.steps ${PREF_STEPS:-${SPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.spo_steps 25
                 --method.spo_guidance 6 --method.spo_divert_start 4 --method.spo_scorer shapes_judge
                 --data.format pairs --data.caption_column caption" ;;
   esac
@@ -101,36 +102,14 @@ for stage in $STAGES; do
           [[ -d "$run/checkpoints" ]] && resume=(--resume)
           # shellcheck disable=SC2046
           timed "$stage-train-seed$seed" $PY -m agsm.cli train --config "sd15-$stage" "${resume[@]}" "${common[@]}" \
-              $(settings "$stage") --train.seed "$seed" --train.output_dir "$run" --train.checkpoint_every 250
+              $(settings "$stage") --train.seed "$seed" --train.output_dir "$run" --train.checkpoint_every 100
         fi
         timed "$stage-score-seed$seed" arm "$OUT/$stage-seed$seed" "$run/pipeline" base
         timed "$stage-agsm-seed$seed" arm "$OUT/$stage-seed$seed" "$run/pipeline" agsm "$seed"
       done ;;
     table)
-      $PY - "$OUT" "$PROMPTS" "$SEEDS" <<'EOF'
-import json, statistics, sys
-from pathlib import Path
-
-out, tag, seeds = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split()
-def mean_of(path):
-    return json.loads(path.read_text())["mean"] if path.is_file() else None
-def cell(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread} (n={len(values)})"
-rows = [("base", [mean_of(out / "base/sd15/base" / f"eval-{tag}.json")]),
-        ("+AGSM", [mean_of(out / f"base/sd15/agsm/seed{s}/eval-{tag}.json") for s in seeds])]
-for method, label in (("dpo", "DPO"), ("inpo", "InPO"), ("spo", "SPO")):
-    rows.append((label, [mean_of(out / f"{method}-seed{s}/sd15/base/eval-{tag}.json") for s in seeds]))
-    rows.append((f"{label}+AGSM", [mean_of(out / f"{method}-seed{s}/sd15/agsm/seed{s}/eval-{tag}.json") for s in seeds]))
-lines = [f"| arm | suite accuracy ({tag}), mean ± sd over seeds |", "|---|---|"]
-lines += [f"| {name} | {cell(values)} |" for name, values in rows]
-(out / "table.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-EOF
-      ;;
+      # per category, quality, the seed-paired AGSM gain on each backbone, a chart: $OUT/report-$PROMPTS/
+      $PY -m agsm.study.preference_report --root "$OUT" --prompts "$PROMPTS" --out "$OUT/report-$PROMPTS" ;;
     *) echo "unknown stage $stage (pairs base dpo inpo spo table)" >&2; exit 2 ;;
   esac
 done

@@ -38,6 +38,15 @@ def test_exponent_notation_is_a_number_on_the_command_line_and_in_yaml(tmp_path)
         load_config(None, ["--train.min_lr", "small"])
 
 
+def test_a_bare_no_is_the_word_no_for_a_text_option(tmp_path):
+    # YAML 1.1 reads `no` as false: without the rule, `--train.mixed_precision no` (the accelerate spelling) failed
+    assert load_config(None, ["--train.mixed_precision", "no"]).train.mixed_precision == "no"
+    (tmp_path / "c.yaml").write_text("train:\n  mixed_precision: no\n")
+    assert load_config(tmp_path / "c.yaml").train.mixed_precision == "no"
+    with pytest.raises(ValueError, match="'yes' is not one of 'no', 'bf16', 'fp16'"):
+        load_config(None, ["--train.mixed_precision", "yes"])
+
+
 def test_a_shipped_config_loads_by_name_and_a_path_still_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing named sd15 here: the name must come from the package
     by_name = load_config("sd15")

@@ -94,6 +94,14 @@ def test_content_hash_follows_the_weights_not_their_precision(sd15_dir, tuned_pa
     assert content_hash(stock.unet) != first
 
 
+def test_content_hash_of_a_full_size_weight():
+    # SD1.5's 1280x2560x3x3 convs (29,491,200 values): a float32 linspace of sample positions rounded the last one
+    # past the end, and hashing (every full-size training run, every token load) failed with an IndexError
+    module = torch.nn.Linear(1, 1)
+    module.weight = torch.nn.Parameter(torch.ones(29_491_200))
+    assert len(content_hash(module)) > 8
+
+
 def test_tokens_trained_on_another_backbone_load_with_a_warning(sd15_dir, tuned_parts, tmp_path, caplog):
     import json
 

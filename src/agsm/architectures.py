@@ -191,6 +191,31 @@ def sd15_full_pipeline(seed: int = 0):
                                    feature_extractor=None, requires_safety_checker=False)
 
 
+def sdxl_full_pipeline(seed: int = 0):
+    """StableDiffusionXLPipeline at SDXL base 1.0's published sizes, random weights (1024 px). UNet: 320/640/1280,
+    no attention at the first level, 2 and 10 transformer layers at the other two (10 in the mid block), heads of
+    64, cross-attention width 2048, pooled text + six time ids (256 each).
+    Text: CLIP ViT-L/14 (768, 12 layers) and OpenCLIP ViT-bigG/14 (1280, 32 layers, projection 1280). VAE as
+    SD1.5's with SDXL's scaling factor. DDIM, as `agsm sample` uses for UNet models."""
+    from diffusers import StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = word_tokenizer(max_length=77), word_tokenizer(max_length=77)
+    xl_unet = unet(2048, (320, 640, 1280), sample_size=128, layers_per_block=2, attention_head_dim=(5, 10, 20),
+                   cross_attention_everywhere=False,
+                   down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                   transformer_layers_per_block=(1, 2, 10), addition_embed_type="text_time",
+                   addition_time_embed_dim=256, projection_class_embeddings_input_dim=6 * 256 + 1280,
+                   use_linear_projection=True)
+    xl_vae = vae((128, 256, 512, 512), sample_size=1024, layers_per_block=2, scaling_factor=0.13025,
+                 force_upcast=True)
+    text = _full_clip(tokenizer, 768, 12, 12)
+    text_2 = _full_clip(tokenizer_2, 1280, 32, 20, 1280, act="gelu")
+    return StableDiffusionXLPipeline(vae=xl_vae, text_encoder=text, text_encoder_2=text_2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer_2, unet=xl_unet, scheduler=ddim_scheduler())
+
+
 def sd3_full_pipeline(seed: int = 0):
     """StableDiffusion3Pipeline at SD3 medium's published sizes without T5, random weights (1024 px)."""
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -211,7 +236,7 @@ def sd3_full_pipeline(seed: int = 0):
 
 _BUILDERS = {("sd15", "toy"): tiny_sd15_pipeline, ("sdxl", "toy"): tiny_sdxl_pipeline,
              ("sd3", "toy"): tiny_sd3_pipeline, ("sd15", "full"): sd15_full_pipeline,
-             ("sd3", "full"): sd3_full_pipeline}
+             ("sdxl", "full"): sdxl_full_pipeline, ("sd3", "full"): sd3_full_pipeline}
 
 
 def build_pipeline(architecture: str, scale: str = "toy", seed: int = 0, **options):

@@ -327,6 +327,16 @@ class TrainConfig:
         "help": "no | bf16 | fp16: the frozen backbone's weights and autocast (fp16 adds loss scaling)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the denoiser's activations in the backward pass: less memory, slower steps"})
+    # Speed options (train_speed.py says what each does and why; benchmarks/step_options.py measures them).
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the denoiser: faster steps once compiled; the first steps compile (minutes on a CPU "
+                "with a cold cache)"})
+    channels_last: bool = field(default=False, metadata={
+        "help": "store the denoiser's convolution weights channels-last (NHWC)"})
+    attention_precision: str = field(default="auto", metadata={
+        "help": "auto | native | fp32: the precision of attention calls that carry a gradient and have few keys "
+                "(<= 256); auto runs them in fp32 on a CPU under bf16 (torch's bf16 CPU attention backward is slow "
+                "there), natively elsewhere"})
     checkpoint_every: int = field(default=500, metadata={
         "help": "write checkpoints/checkpoint-N every this many steps (and at the last step)"})
     # diffusers' training scripts' name for the same setting; `keep_checkpoints` is its deprecated alias.
@@ -375,6 +385,8 @@ class TrainConfig:
                "(contrast needs another caption in the batch)")
         _check(self.mixed_precision in ("no", "bf16", "fp16"),
                f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
+        _check(self.attention_precision in ("auto", "native", "fp32"),
+               f"train.attention_precision {self.attention_precision!r} is not one of 'auto', 'native', 'fp32'")
         _check(self.checkpoint_every >= 1 and self.restart_every >= 1,
                "train.checkpoint_every and restart_every must be >= 1")
         _check(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,

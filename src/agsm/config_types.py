@@ -79,7 +79,11 @@ def _as_bool(name, value):
 def _as_str(name, value):
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        # YAML 1.1 reads a bare no / yes (and off / on) as a bool, so `--train.mixed_precision no` arrives as False;
+        # 'no' / 'yes' is what the user typed in the usual case, and the option's own check names what is allowed
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
         return str(value)  # a path or name that YAML read as a number
     _refuse(name, value, "a string")
 

@@ -7,8 +7,9 @@
 On each shipped ShapesWorld base model (tiny SD1.5-, SDXL- and SD3-architecture pipelines) it trains SoftREPA
 and AGSM tokens with the same budget, evaluates base, SoftREPA and AGSM on the ShapesWorld suite over
 seeds, and writes runs/demo/report.md and report.html (per backbone: table, bar chart, same-seed grid).
-The backbones run side by side in worker processes (one per core, up to one per backbone, `--jobs`): these
-small models use a core each better than two threads share one model.
+The work runs in worker processes of one thread each (one per core, `--jobs`), cut into jobs (each backbone's
+training; each variant's evaluation at each seed) taken costliest first: these small models use a core each better
+than two threads share one model, and small jobs let the workers finish together.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,8 +30,6 @@ from .config import load_config
 from .report.grids import framed, grid
 from .report.variants import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
-from .pipelines import remove_soft_tokens
-from .sample import load_pipeline
 from .shapes.dataset import write_training_set
 from .shapes.spec import CATEGORIES
 from .train import train
@@ -56,7 +56,6 @@ STUDY_SPREAD = {
     "sd3": "the ShapesWorld study (docs/study.md) has the training-seed spread of these recipes at 1,000 steps.",
     "sdxl": "the ShapesWorld study (docs/study.md) trained each recipe with 3 training seeds (its SDXL rows).",
 }
-COST_ORDER = ("sd15", "sd3", "sdxl")  # the full budgets' CPU time per backbone, largest first
 # Where psi+ / psi- go at sampling per backbone (METHOD.md, Inference): psi+ in both guidance branches, or psi- in
 # the unconditional one (the public SDXL script). sdxl: chosen on the study's development suite (docs/study.md).
 UNCOND_TOKENS = {"sd15": "positive", "sdxl": "positive", "sd3": "positive"}
@@ -107,29 +106,54 @@ def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) ->
     return path
 
 
-def run_backbone(backbone: str, budget: dict, out: Path, data: Path) -> tuple[Section, dict, dict]:
-    """Train both methods' tokens on `data`, evaluate base and both over the seeds; the section of the report."""
+# Rough CPU seconds per training step (both methods together count twice) and per image generated and judged, one
+# thread, from the 2026-12 demo runs; they only order the jobs, costliest first, so the two workers finish together.
+STEP_SECONDS = {"sd15": 0.063, "sdxl": 0.066, "sd3": 0.31}
+IMAGE_SECONDS = {"sd15": 0.05, "sdxl": 0.05, "sd3": 0.37}
+SUITE_PROMPTS = 300  # the shipped suite
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of the demo's work: train a backbone's tokens (both methods, one shared cache), or evaluate one
+    variant at one evaluation seed (after its backbone's training, except the base)."""
+
+    kind: str  # "train" | "eval"
+    backbone: str
+    variant: str = ""
+    seed: int = 0
+
+    def cost(self, budget: dict) -> float:
+        if self.kind == "train":
+            return STEP_SECONDS[self.backbone] * budget["steps"] * len(METHODS[self.backbone])
+        prompts = SUITE_PROMPTS if budget["per_category"] is None else budget["per_category"] * len(CATEGORIES)
+        return IMAGE_SECONDS[self.backbone] * prompts * budget["images_per_prompt"]
+
+
+def train_job(backbone: str, budget: dict, out: Path, data: Path) -> tuple[dict[str, Path], float]:
+    """Both methods' tokens, one after the other (they share the encode-once cache); (token files, minutes)."""
     started = time.perf_counter()
+    tokens = {name: train_tokens(backbone, name, data, out, budget["steps"]) for name in METHODS[backbone]}
+    return tokens, (time.perf_counter() - started) / 60
+
+
+def eval_job(backbone: str, budget: dict, out: Path, name: str, token_file: Path | None, seed: int
+             ) -> tuple[dict, float]:
+    """One variant at one evaluation seed on the suite; (the result with its images, seconds)."""
+    started = time.perf_counter()
+    result = evaluate_shapes(BACKBONES[backbone], out / "eval" / name / f"seed{seed}", tokens=token_file, seed=seed,
+                             per_category=budget["per_category"], keep_images=True,
+                             images_per_prompt=budget["images_per_prompt"], uncond_tokens=UNCOND_TOKENS[backbone])
+    return result, time.perf_counter() - started
+
+
+def section_of(backbone: str, budget: dict, out: Path, runs: dict[str, list[dict]], seconds: dict[str, float],
+               training_minutes: float) -> tuple[Section, dict, dict]:
+    """The report's section for one backbone, from its evaluations (per variant, in seed order)."""
     model = BACKBONES[backbone]
-    tokens = {"base": None}
-    for name in METHODS[backbone]:
-        tokens[name] = train_tokens(backbone, name, data, out, budget["steps"])
-    trained = time.perf_counter()
-
-    pipe = load_pipeline(model)
-    runs: dict[str, list[dict]] = {}
-    images_per_s = {}  # generation and judging throughput per variant (tokens cost a little at sampling)
-    for name, token_file in tokens.items():
-        began = time.perf_counter()
-        runs[name] = [evaluate_shapes(model, out / "eval" / name / f"seed{seed}", tokens=token_file,
-                                      seed=seed, per_category=budget["per_category"], pipe=pipe, keep_images=True,
-                                      images_per_prompt=budget["images_per_prompt"],
-                                      uncond_tokens=UNCOND_TOKENS[backbone])
-                      for seed in budget["seeds"]]
-        images_per_s[name] = round(sum(len(r["verdicts"]) for r in runs[name]) / (time.perf_counter() - began), 2)
-        remove_soft_tokens(pipe)
-    minutes = (time.perf_counter() - started) / 60
-
+    # generation and judging throughput per variant (tokens cost a little at sampling)
+    images_per_s = {n: round(sum(len(r["verdicts"]) for r in rs) / seconds[n], 2) for n, rs in runs.items()}
+    minutes = training_minutes + sum(seconds.values()) / 60
     table = summarise(runs)
     intro = (f"Base model: {model.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
              f"{budget['steps']} steps x 4 images x 4 captions on {budget['train_images']} ShapesWorld images. "
@@ -138,35 +162,83 @@ def run_backbone(backbone: str, budget: dict, out: Path, data: Path) -> tuple[Se
              f"tokens in the unconditional branch: psi{'-' if UNCOND_TOKENS[backbone] == 'negative' else '+'}. "
              f"One training seed per method: the ± is the spread over evaluation seeds; "
              f"{STUDY_SPREAD[backbone]} "
-             f"{minutes:.1f} min (training {(trained - started) / 60:.1f} min); images generated and judged per "
+             f"{minutes:.1f} worker-min (training {training_minutes:.1f} min); images generated and judged per "
              f"second: {', '.join(f'{n} {v}' for n, v in images_per_s.items())}.")
     section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"),
                       side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png"))
     summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")} for r in rs]
                for n, rs in runs.items()}
     return section, summary, {"methods": METHODS[backbone], "budget": budget, "minutes": round(minutes, 2),
-                              "training_minutes": round((trained - started) / 60, 2), "images_per_s": images_per_s}
+                              "training_minutes": round(training_minutes, 2), "images_per_s": images_per_s}
 
 
 def _use_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+class _InlineExecutor:
+    """Runs each job when it is submitted: the one-worker path, with the same scheduling code as the pool."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future, as a pool does
+            future.set_exception(error)
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def run_all(backbones: list[str], budgets: dict, out: Path, jobs: int) -> dict[str, tuple[Section, dict, dict]]:
-    """Every backbone's section, in worker processes when jobs > 1 (the cores shared out between them)."""
+    """Every backbone's section. The work is cut into jobs (training per backbone, evaluation per variant and seed)
+    run in `jobs` worker processes, costliest ready job first: with whole backbones per worker one worker idled for
+    minutes at the end (11.8 min in all for 10.7 min of work per worker)."""
     sizes = {budgets[b]["train_images"] for b in backbones}
     # written once, before any worker reads them
     datasets = {n: write_training_set(out / f"data-{n}", n=n, seed=1) for n in sorted(sizes)}
-    args = {b: (b, budgets[b], out / b, datasets[budgets[b]["train_images"]]) for b in backbones}
-    if jobs <= 1:
-        return {b: run_backbone(*args[b]) for b in backbones}
+    ready = [Job("train", b) for b in backbones] + [Job("eval", b, "base", s) for b in backbones
+                                                   for s in budgets[b]["seeds"]]
+    tokens: dict[str, dict] = {b: {"base": None} for b in backbones}
+    training_minutes: dict[str, float] = {}
+    results: dict[tuple, tuple[dict, float]] = {}
     threads = max(1, torch.get_num_threads() // jobs)
     # spawn: a fresh interpreter per worker, so no thread pool or lock state is inherited from this process
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_use_threads,
-                             initargs=(threads,)) as pool:
-        # the costliest first, so that the workers finish close together
-        futures = {b: pool.submit(run_backbone, *args[b]) for b in sorted(backbones, key=COST_ORDER.index)}
-        return {b: futures[b].result() for b in backbones}
+    pool = (ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_use_threads, initargs=(threads,))
+            if jobs > 1 else _InlineExecutor())
+    with pool:
+        running: dict[Future, Job] = {}
+        while ready or running:
+            ready.sort(key=lambda j: j.cost(budgets[j.backbone]))
+            while ready and len(running) < max(jobs, 1):
+                job = ready.pop()
+                b = job.backbone
+                if job.kind == "train":
+                    future = pool.submit(train_job, b, budgets[b], out / b, datasets[budgets[b]["train_images"]])
+                else:
+                    future = pool.submit(eval_job, b, budgets[b], out / b, job.variant, tokens[b][job.variant],
+                                         job.seed)
+                running[future] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                if job.kind == "train":
+                    trained, training_minutes[job.backbone] = future.result()
+                    tokens[job.backbone].update(trained)
+                    ready += [Job("eval", job.backbone, name, s) for name in trained
+                              for s in budgets[job.backbone]["seeds"]]
+                else:
+                    results[(job.backbone, job.variant, job.seed)] = future.result()
+    sections = {}
+    for b in backbones:
+        runs = {n: [results[(b, n, s)][0] for s in budgets[b]["seeds"]] for n in tokens[b]}
+        seconds = {n: sum(results[(b, n, s)][1] for s in budgets[b]["seeds"]) for n in tokens[b]}
+        sections[b] = section_of(b, budgets[b], out / b, runs, seconds, training_minutes[b])
+    return sections
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="backbones run side by side (default: one per core, up to one per backbone)")
+                        help="worker processes (default: one per core)")
     args = parser.parse_args(argv)
     missing = [str(BACKBONES[b]) for b in args.backbones if not (BACKBONES[b] / "model_index.json").is_file()]
     if missing:
@@ -183,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                          "reinstall agsm or retrain it with `agsm shapes pretrain --arch sd15|sdxl|sd3`")
     out = Path(args.out)
     started = time.perf_counter()
-    jobs = args.jobs or min(len(args.backbones), os.cpu_count() or 1)
+    jobs = args.jobs or os.cpu_count() or 1
     if jobs < 1:
         raise SystemExit(f"--jobs {jobs} must be >= 1")
     budgets = {b: BUDGETS["fast" if args.fast else "full"][b] for b in args.backbones}

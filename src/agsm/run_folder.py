@@ -41,6 +41,7 @@ CONFIG_NAME = "config.yaml"
 # Where metrics go (train.report_to) and the validation images (train.validation_*) never touch the tokens.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.checkpoints_total_limit",
                      "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir",
+                     "train.compile", "train.channels_last", "train.attention_precision",  # speed: the same math
                      "train.export_tokens", "train.report_to", "train.validation_prompts", "train.validation_every",
                      "train.validation_seed", "train.validation_steps", "train.validation_guidance"}
 RUN_OUTPUTS = (FILE_NAME, "soft_tokens_ema.safetensors", "soft_tokens_online.safetensors", "train_log.jsonl",

@@ -45,6 +45,7 @@ from .run_folder import claim_run_folder, forget_log_after, resume_point
 from .tokens import SoftTokens, install_tokens, placement_for
 from .trainables import TokenTrainable
 from .train_guard import StepGuard
+from .train_speed import prepare_denoiser
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
 from .validation import make_validator
 
@@ -226,8 +227,8 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
                              resolution=config.model.resolution, variant=config.model.variant(),
                              **config.model.flow_options())
     backbone.to(accelerator.device)
-    if tc.gradient_checkpointing:
-        backbone.denoiser.enable_gradient_checkpointing()
+    # gradient checkpointing, channels_last, compile; the steps' attention precision (train_speed.py)
+    step_context = prepare_denoiser(backbone.denoiser, tc, accelerator.device, WEIGHT_DTYPES[tc.mixed_precision])
     cache_root = Path(config.data.cache_dir or out / "cache")  # the run's own, unless a shared one is named
     with accelerator.main_process_first():
         build = build_or_load_cache
@@ -271,7 +272,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     bar = progress(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process,
                    desc=config.method.name, unit="step")
     cleanup.callback(bar.close)  # also on an error, so its message starts on a line of its own
-    started, pairs_done = time.perf_counter(), 0
+    started, pairs_done, shown_loss = time.perf_counter(), 0, "-"
     while state.step < tc.steps:
         step = state.step
         epoch, position = divmod(step, steps_per_epoch)
@@ -281,9 +282,11 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         generator = step_generator(tc.seed, step, accelerator.process_index)
         batch = build_step_batch(dataset, ids, generator, accelerator, config, accelerator.device, backbone)
 
-        with accelerator.autocast():
-            loss, logs = step_fn(trainable.denoiser, batch, config.method, generator)
-        accelerator.backward(loss)
+        # The step's attention precision (train_speed.py) over forward and backward alike.
+        with step_context():
+            with accelerator.autocast():
+                loss, logs = step_fn(trainable.denoiser, batch, config.method, generator)
+            accelerator.backward(loss)
         for p in params:  # tokens and LoRAs are small: an all-reduce of their grads replaces a DDP wrapper
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
@@ -302,10 +305,15 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
 
         pairs_done += batch_size_of(batch) * accelerator.num_processes
         rate = pairs_done / (time.perf_counter() - started)
-        # The postfix first, without a redraw: the line update() shows then carries this step's loss.
-        bar.set_postfix(loss=f"{loss.item():.4f}", pairs_per_s=f"{rate:.1f}", refresh=False)
+        logged = state.step % tc.log_every == 0 or state.step == tc.steps
+        # Reading the loss waits for the device, so only logged steps do (issue 17: the step guard's two finite
+        # checks, before and after the update, are a step's only host-device syncs); the bar shows the last logged
+        # loss. The postfix first, without a redraw: the line update() shows then carries it.
+        if logged:
+            shown_loss = f"{loss.item():.4f}"
+        bar.set_postfix(loss=shown_loss, pairs_per_s=f"{rate:.1f}", refresh=False)
         bar.update(1)
-        if state.step % tc.log_every == 0 or state.step == tc.steps:
+        if logged:
             record = {"loss": loss.item(), "lr": schedule.get_last_lr()[0], "pairs_per_s": rate,
                       "skipped_steps": state.skipped, **{k: float(v) for k, v in logs.items()},
                       **trainable.norms()}

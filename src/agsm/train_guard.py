@@ -35,6 +35,12 @@ def non_finite_tokens(tokens: torch.nn.Module) -> list[str]:
     return [name for name, p in tokens.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
+def all_finite(tensors) -> torch.Tensor:
+    """A 0-d bool tensor on the tensors' device: every element of every tensor is finite. Built without reading
+    anything back, so each check costs one host-device sync (issue 17), the names only when something is bad."""
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
 class StepGuard:
     """Decides per step: go on, skip (counted in `state.skipped`), or stop with NonFiniteTraining."""
 
@@ -49,10 +55,13 @@ class StepGuard:
         With a loss scaler (fp16) overflowing gradients are its business (it skips the step itself), so only
         the loss is checked. The verdict is summed over processes, so every process decides alike.
         """
-        bad = non_finite_parts(loss, tokens, check_grads=accelerator.scaler is None)
-        flag = accelerator.reduce(torch.tensor([float(len(bad))], device=loss.device), reduction="sum")
-        if float(flag.sum()) == 0:
+        check_grads = accelerator.scaler is None
+        finite = all_finite([loss, *(p.grad for _, p in tokens.named_parameters()
+                                     if check_grads and p.grad is not None)])
+        flag = accelerator.reduce((~finite).float().reshape(1), reduction="sum")  # bad processes
+        if float(flag.sum()) == 0:  # the step's one read of a device value
             return False
+        bad = non_finite_parts(loss, tokens, check_grads=check_grads)
         where = ", ".join(bad) or "another process's loss or gradients"
         if state.skipped < self.max_bad_steps:
             state.skipped += 1
@@ -63,6 +72,8 @@ class StepGuard:
 
     def check_tokens(self, state, tokens) -> None:
         """After the update: tokens that became non-finite (finite but huge gradients) stop the run too."""
+        if bool(all_finite([p for _, p in tokens.named_parameters()])):
+            return
         bad = non_finite_tokens(tokens)
         if bad:
             raise NonFiniteTraining(self._message(f"the optimiser step made {', '.join(bad)} non-finite", state, []))

@@ -175,3 +175,26 @@ def test_other_backbones_use_their_evaluation_sampler(model, guidance, request, 
     result = evaluate_coco(_args(request.getfixturevalue(model), coco_dir, out, "--num", "2"), fakes.loader())
     assert result["config"]["sampler"] == {"steps": 2, "guidance": guidance, "size": 32}
     assert len(list((out / "images").glob("*.png"))) == 2
+
+
+def test_a_tuned_denoiser_is_evaluated_recorded_and_not_mixed_with_the_base(sd15_dir, coco_dir, tmp_path, fakes):
+    """A preference-tuned UNet (--denoiser) draws other images than the base, is named in the run's settings and
+    results row, and a run started with it refuses to continue without it (the images would mix two models)."""
+    from agsm.sample import load_pipeline
+
+    pipe = load_pipeline(sd15_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    pipe.unet.save_pretrained(tmp_path / "dpo" / "unet")
+    evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "base", "--num", "3"), fakes.loader(), fakes.extractor)
+    tuned = evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "3", "--denoiser",
+                                str(tmp_path / "dpo" / "unet")), fakes.loader(), fakes.extractor)
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["variant"]["denoiser"] == str((tmp_path / "dpo" / "unet").resolve())
+    assert "unet" in tuned["label"] and "(base)" not in tuned["label"]
+    base_png = sorted((tmp_path / "base" / "images").glob("*.png"))[0]
+    assert (tmp_path / "tuned" / "images" / base_png.name).read_bytes() != base_png.read_bytes()
+    with pytest.raises(ValueError, match="variant"):
+        evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "4"), fakes.loader(), fakes.extractor)

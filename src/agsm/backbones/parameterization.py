@@ -5,8 +5,11 @@ import torch
 
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Gather a per-timestep schedule at t and broadcast it against `like` [B, ...]."""
-    out = values.to(like.device)[t.to(values.device).long()].to(like.dtype)
+    """Gather a per-timestep schedule at t and broadcast it against `like` [B, ...].
+
+    On like's device, with the (host) schedule copied there without waiting: moving t to the host instead would
+    wait for the device, a sync in every step (issue 17)."""
+    out = values.to(like.device, non_blocking=True)[t.to(like.device).long()].to(like.dtype)
     return out.reshape(-1, *([1] * (like.ndim - 1)))
 
 
@@ -21,7 +24,7 @@ class Epsilon:
     def velocity_factor(self, t, alphas_cumprod):
         """[B] 1 / abar_t: at a fixed x_t, v = (eps - sqrt(1 - abar) x_t) / sqrt(abar), so a v error is an eps error
         over sqrt(abar_t), and its square is the eps error's square over abar_t."""
-        return 1.0 / alphas_cumprod.to(t.device)[t.long()]
+        return 1.0 / alphas_cumprod.to(t.device, non_blocking=True)[t.long()]
 
 
 class VPrediction:

@@ -62,7 +62,8 @@ class UNetBackbone(PipelineBackbone):
         kwargs = {}
         if self.architecture == "sdxl":
             size = self.resolution
-            time_ids = torch.tensor([size, size, 0, 0, size, size], device=x_t.device, dtype=dtype)
+            # built on the host and copied without waiting (a blocking copy would sync every call)
+            time_ids = torch.tensor([size, size, 0, 0, size, size], dtype=dtype).to(x_t.device, non_blocking=True)
             kwargs["added_cond_kwargs"] = {"text_embeds": cond.pooled.to(dtype),
                                            "time_ids": time_ids.expand(x_t.shape[0], -1)}
         return self.unet(x_t.to(dtype), t.to(x_t.device), encoder_hidden_states=cond.embeds.to(dtype),

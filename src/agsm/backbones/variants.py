@@ -189,7 +189,10 @@ def content_hash(module: torch.nn.Module) -> str:
         for key, tensor in sorted(params, key=lambda item: item[0]):
             flat = tensor.detach().reshape(-1)
             if flat.numel() > HASH_SAMPLES:
-                flat = flat[torch.linspace(0, flat.numel() - 1, HASH_SAMPLES, device=flat.device).long()]
+                # float32 linspace rounds numel - 1 up to numel for some tensors over 2**24 values (SD1.5's
+                # 1280x2560x3x3 convs): clamp, which leaves every index that was in range, so every hash, as it was.
+                index = torch.linspace(0, flat.numel() - 1, HASH_SAMPLES, device=flat.device).long()
+                flat = flat[index.clamp_(max=flat.numel() - 1)]
             values = flat.to(torch.bfloat16) if flat.is_floating_point() else flat
             digest.update(f"{key}:{list(tensor.shape)}".encode())
             digest.update(values.cpu().view(torch.int16).numpy().tobytes() if flat.is_floating_point()

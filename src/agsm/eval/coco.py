@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from ..atomic_files import write_text
+from ..backbones.variants import variant_from_args
 from ..devices import resolve_device_and_dtype
 from ..progress import progress
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
@@ -84,7 +85,7 @@ def _draw(args, items: list[dict], out: Path, images_dir: Path):
     if not todo and (out / "config.json").is_file():  # all drawn: the sampler is the recorded one, no model load
         return saved_sampler(out / "config.json", config, args)
     pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                  args.steps, args.guidance, args.size)
+                                  args.steps, args.guidance, args.size, variant=variant_from_args(args))
     check_same_config(out / "config.json", {**config, "sampler": sampler_dict(sampler)})
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be >= 1")

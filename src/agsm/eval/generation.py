@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..backbones.variants import add_variant_options, variant_from_args
 from ..devices import add_device_options, dtype_name, resolve_device_and_dtype
 from ..sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 
@@ -37,6 +38,7 @@ def add_model_args(parser, tokens: bool = True) -> None:
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     add_device_options(parser)
+    add_variant_options(parser)  # a preference-tuned denoiser or a LoRA, evaluated like the stock model
 
 
 def report_command(command: str, evaluate, markdown):
@@ -81,9 +83,15 @@ def run_config(args, **extra) -> dict:
     resolved one, so a run started with --dtype auto on a CPU (float32) does not resume on a GPU (bfloat16)."""
     tokens = getattr(args, "tokens", None)
     _, dtype = resolve_device_and_dtype(args.device, args.dtype)
-    return {"model": str(Path(args.model).resolve()), "tokens": str(Path(tokens).resolve()) if tokens else None,
-            "uncond_tokens": getattr(args, "uncond_tokens", None), "seed": args.seed, "dtype": dtype_name(dtype),
-            **extra}
+    config = {"model": str(Path(args.model).resolve()), "tokens": str(Path(tokens).resolve()) if tokens else None,
+              "uncond_tokens": getattr(args, "uncond_tokens", None), "seed": args.seed, "dtype": dtype_name(dtype),
+              **extra}
+    variant = variant_from_args(args)
+    if variant is not None:  # only when set, so runs of the stock model started before these options still resume
+        config["variant"] = {"denoiser": str(Path(variant.denoiser).resolve()) if variant.denoiser else None,
+                             "lora": str(Path(variant.lora).resolve()) if variant.lora else None,
+                             "lora_scale": variant.lora_scale, "fuse_lora": variant.fuse_lora}
+    return config
 
 
 def default_label(args) -> str:
@@ -91,6 +99,9 @@ def default_label(args) -> str:
     if getattr(args, "tokens", None):
         path = Path(args.tokens)
         return path.parent.name if path.suffix == ".safetensors" else path.name
+    variant = variant_from_args(args)
+    if variant is not None:  # a tuned backbone is not the base model: name what was swapped in
+        return f"{Path(args.model).name} + {Path(variant.denoiser or variant.lora).name}"
     return f"{Path(args.model).name} (base)"
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..backbones.variants import variant_from_args
 from ..devices import resolve_device_and_dtype
 from ..progress import progress
 from .generation import (add_model_args, check_same_config, generate, open_pipeline, run_config, sampler_dict,
@@ -66,7 +67,8 @@ def export_geneval(args) -> dict:
         for i, samples in todo.items():
             if pipe is None:
                 pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                              args.steps, args.guidance, args.size)
+                                              args.steps, args.guidance, args.size,
+                                              variant=variant_from_args(args))
                 check_same_config(out / "export.json", {**run_config(args, images_per_prompt=per,
                                                                      metadata=str(Path(args.metadata).resolve())),
                                                         "sampler": sampler_dict(sampler)})

@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..atomic_files import write_text
+from ..backbones.variants import add_variant_options, variant_from_args
 from ..devices import add_device_options, resolve_device, resolve_device_and_dtype
 from ..progress import progress
 from .generation import (Manifest, check_same_config, default_label, metric_dtype, open_pipeline, report_command,
@@ -90,7 +91,7 @@ def _edit_all(args, items: list[dict], out: Path, editor) -> None:
         _check_finished(out / "config.json", args, options_from_args(args))
         return
     pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                  size=args.size)
+                                  size=args.size, variant=variant_from_args(args))
     method, options = edit_options(pipe, args.method, **options_from_args(args))
     check_same_config(out / "config.json", {**run_config(args), "size": sampler.size, "method": method,
                                             "options": dataclasses.asdict(options)})
@@ -188,6 +189,7 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
     p.add_argument("--pie", required=True, help="PIE-Bench's data folder: mapping_file.json, annotation_images/")
     p.add_argument("--out", required=True, help="folder for edited/, manifest, results.json, scores.jsonl, results.md")
+    add_variant_options(p)
     add_edit_options(p)
     p.add_argument("--size", type=int, help="edit at this side in pixels (default: the model's native size)")
     p.add_argument("--seed", type=int, default=0, help="entry i (in sorted-id order) uses seed + i")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+from .pairs import PairBatch, draw_noise, on_device, per_pair_mse, tile, where_true
 
 
 def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tensor, gamma_pos: float,
@@ -61,21 +61,23 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
         x_ema, t_ema = ema_point(denoiser, x0, eps, x_t, t, config)
         ema_pred = denoiser(*tile(batch, x_ema, t_ema), ema=True).reshape(b, k, *x0.shape[1:])
     scale = denoiser.backbone.velocity_factor(t_ema) if config.reward_space == "velocity" else None
-    targets, weights = agsm_targets(y, ema_pred, batch.pos_index.to(x0.device), config.gamma_pos,
+    targets, weights = agsm_targets(y, ema_pred, on_device(batch.pos_index, x0.device), config.gamma_pos,
                                     config.gamma_neg, config.temperature, scale)
 
-    positive = batch.positive_mask().to(x0.device)
+    # Which pairs are positive, and whose loss we need, is known on the host: selections go by index (pairs.py).
+    positive = batch.positive_mask().cpu()  # [B, K]
     rows = positive if config.gamma_neg == 0 else torch.ones_like(positive)  # pairs whose loss we need
     pred = denoiser(*tile(batch, x_t, t, rows))
-    mse = per_pair_mse(pred, targets[rows])  # row-major over the kept pairs, as tile() orders them
+    dev = x0.device
+    mse = per_pair_mse(pred, targets.flatten(0, 1)[where_true(rows, dev)])  # row-major, as tile() orders them
     is_pos = positive[rows]
-    loss_pos = mse[is_pos].mean()
-    loss_neg = mse[~is_pos].mean() if (~is_pos).any() else mse.new_zeros(())
-    own_weight = weights[positive].mean()
+    loss_pos = mse[where_true(is_pos, dev)].mean()
+    loss_neg = mse[where_true(~is_pos, dev)].mean() if bool((~is_pos).any()) else mse.new_zeros(())  # host bool
+    own_weight = weights.flatten()[where_true(positive, dev)].mean()
     # How far the targets move from plain denoising, relative to the target's own size (RMS over pairs).
-    shift = (targets - y.float()[:, None]).pow(2).flatten(2).mean(-1)  # [B, K]
+    shift = (targets - y.float()[:, None]).pow(2).flatten(2).mean(-1).flatten()  # [B K]
     y_rms = y.float().pow(2).mean().sqrt()
     return loss_pos + loss_neg, {"loss_pos": loss_pos.detach(), "loss_neg": loss_neg.detach(),
                                  "own_caption_weight": own_weight.detach(),
-                                 "shift_rms_pos": (shift[positive].mean().sqrt() / y_rms).detach(),
-                                 "shift_rms_neg": (shift[~positive].mean().sqrt() / y_rms).detach()}
+                                 "shift_rms_pos": (shift[where_true(positive, dev)].mean().sqrt() / y_rms).detach(),
+                                 "shift_rms_neg": (shift[where_true(~positive, dev)].mean().sqrt() / y_rms).detach()}

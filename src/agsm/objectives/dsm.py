@@ -10,6 +10,6 @@ def dsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> 
     x0 = batch.x0
     t, eps = draw_noise(denoiser, x0, generator, config.noise_sharing)
     x_t, y = denoiser.add_noise(x0, eps, t), denoiser.target(x0, eps, t)
-    pred = denoiser(*tile(batch, x_t, t, batch.positive_mask().to(x0.device)))
+    pred = denoiser(*tile(batch, x_t, t, batch.positive_mask()))  # a host mask: no sync (pairs.py)
     loss = per_pair_mse(pred, y).mean()
     return loss, {}

@@ -1,4 +1,10 @@
-"""The image x caption tiling that every contrastive step shares, and how noise is drawn for it."""
+"""The image x caption tiling that every contrastive step shares, and how noise is drawn for it.
+
+Which pairs a step keeps is known on the host (caption_index and pos_index live there), so the bookkeeping stays
+there and only long index tensors go to the device, copied without waiting (`on_device`). Selecting with a bool
+mask that lives on a GPU, or reading a value back, would wait for the device's queued work: a host-device sync in
+the middle of the step (issue 17). Host-side selections give the same pairs in the same (row-major) order.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +55,17 @@ class Denoiser(Protocol):
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
 
 
+def on_device(index: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`, copied without waiting for the device (from pageable host memory the copy is
+    staged before the call returns, so the host tensor may go at once)."""
+    return index.to(device, non_blocking=True)
+
+
+def where_true(mask: torch.Tensor, device) -> torch.Tensor:
+    """The flat (row-major) positions of True in a host bool mask, as a long tensor on `device`."""
+    return on_device(mask.cpu().flatten().nonzero().squeeze(1), device)
+
+
 def in_batch_captions(num_images: int, num_captions: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image against every caption of the pool; image i's own caption sits at column offset + i."""
     index = torch.arange(num_captions).expand(num_images, -1)
@@ -83,22 +100,23 @@ def draw_noise(denoiser: Denoiser, x0: torch.Tensor, generator: torch.Generator,
     if share not in ("image", "batch"):
         raise ValueError(f"noise sharing {share!r} is not one of 'image', 'batch'")
     n = x0.shape[0] if share == "image" else 1
-    t = denoiser.sample_timesteps(n, generator).to(x0.device)
-    eps = torch.randn((n, *x0.shape[1:]), generator=generator).to(x0.device, x0.dtype)
+    t = on_device(denoiser.sample_timesteps(n, generator), x0.device)
+    eps = on_device(torch.randn((n, *x0.shape[1:]), generator=generator), x0.device).to(x0.dtype)
     return t.expand(x0.shape[0]), eps.expand_as(x0)
 
 
 def tile(batch: PairBatch, x_t: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None):
     """Flatten the chosen (image, caption) pairs: x_t, t, caption conditioning and token set per pair.
 
-    rows: optional [B, K] bool of pairs to keep (default all), in row-major order.
+    rows: optional [B, K] bool of pairs to keep (default all), in row-major order; a host tensor (one on the
+    device works too, at the cost of a sync).
     """
     b, k = batch.num_images, batch.num_captions
-    keep = torch.ones(b, k, dtype=torch.bool, device=x_t.device) if rows is None else rows
-    image_of_pair = torch.arange(b, device=x_t.device)[:, None].expand(b, k)[keep]
-    caption_of_pair = batch.caption_index.to(x_t.device)[keep]
-    set_index = torch.where(batch.positive_mask().to(x_t.device), POSITIVE, NEGATIVE)[keep]
-    return x_t[image_of_pair], t[image_of_pair], batch.captions[caption_of_pair.cpu()], set_index
+    keep = torch.ones(b, k, dtype=torch.bool) if rows is None else rows.cpu()
+    image_of_pair = on_device(torch.arange(b)[:, None].expand(b, k)[keep], x_t.device)
+    caption_of_pair = on_device(batch.caption_index.cpu()[keep], batch.captions.embeds.device)
+    set_index = on_device(torch.where(batch.positive_mask().cpu(), POSITIVE, NEGATIVE)[keep], x_t.device)
+    return x_t[image_of_pair], t[image_of_pair], batch.captions[caption_of_pair], set_index
 
 
 def per_pair_mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+from .pairs import PairBatch, draw_noise, on_device, per_pair_mse, tile, where_true
 
 
 def softrepa_loss(err: torch.Tensor, pos_index: torch.Tensor, temperature: float = 0.07, scale: float = 4.0,
@@ -23,9 +23,11 @@ def softrepa_step(denoiser, batch: PairBatch, config, generator: torch.Generator
     # SoftREPA has one token set: every pair uses psi+.
     pred = denoiser(x_pairs, t_pairs, cond, torch.zeros_like(set_index))
     err = per_pair_mse(pred, y.repeat_interleave(k, dim=0)).reshape(b, k)
-    pos = batch.pos_index.to(x0.device)
+    pos = on_device(batch.pos_index, x0.device)
     contrastive = softrepa_loss(err, pos, config.softrepa_temperature, config.softrepa_scale)
     diagonal = err.gather(1, pos[:, None]).mean()
     loss = contrastive + config.diagonal_weight * diagonal
+    # The negatives picked by index from the host's mask: a device-side bool selection would sync (pairs.py).
+    negatives = where_true(~batch.positive_mask(), x0.device)
     return loss, {"contrastive": contrastive.detach(), "err_pos": diagonal.detach(),
-                  "err_neg": err[~batch.positive_mask().to(x0.device)].mean().detach() if k > 1 else diagonal.detach()}
+                  "err_neg": err.flatten()[negatives].mean().detach() if k > 1 else diagonal.detach()}

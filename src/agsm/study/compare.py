@@ -112,16 +112,21 @@ def pareto(arms: dict, path: Path, title: str) -> Path:
 
 def same_seed_grid(root: Path, backbone: str, tag: str, arms: list[str], path: Path, per_category: int = 3) -> Path:
     """Rows: the first prompts of each category; columns: base and each arm's training seed 0, same image seed."""
-    from PIL import Image
-
-    from ..report.grids import framed, grid
-
     columns = {"base": load_arm(root / backbone / "base", tag.split("-u")[0])[0]}
     for arm in arms:
         runs = load_arm(root / backbone / arm / "seed0", tag)
         if runs:
             columns[arm] = runs[0]
-    verdicts = columns["base"][0]["verdicts"]
+    return category_grid(columns, path, per_category)
+
+
+def category_grid(columns: dict[str, tuple[dict, np.ndarray]], path: Path, per_category: int = 3) -> Path:
+    """Rows: the first prompts of each category (by the first column's verdicts); columns: (result, images) each."""
+    from PIL import Image
+
+    from ..report.grids import framed, grid
+
+    verdicts = next(iter(columns.values()))[0]["verdicts"]
     rows, labels = [], []
     for category in CATEGORIES:
         for i in [i for i, v in enumerate(verdicts) if v["category"] == category][:per_category]:
