@@ -17,17 +17,12 @@
 # A stage whose outputs exist is skipped (a tuned backbone with its pipeline/, an arm with its eval-<prompts>.json is
 # only re-read), so a killed study continues where it stopped; training resumes from its last checkpoint.
 #
-# Runtime on 2 CPU cores, measured at toy size (TOY=1 runs every stage in about 2 minutes: 16 prompts x 4 candidates,
-# 4 training steps, 1 seed, the suite at 1 prompt per category) and per step at the full settings' batch (8 pairs):
-#   pairs      0.07 s an image; 2000 prompts x 4 = 8000 images: about 10 minutes. About 1 prompt in 5 gives a pair
-#              (sd15-tiny draws most prompts right 4 times out of 4): expect some 400 pairs; raise PAIR_PROMPTS or
-#              CANDIDATES for more
-#   dpo        0.14 s a step (LoRA rank 8)                      1000 steps: about 2.5 minutes a seed
-#   inpo       0.32 s a step (10-step inversion)                1000 steps: about 5.5 minutes a seed
-#   spo        0.75 s a step (25-step sampling, 4 candidates)   500 steps: about 6.5 minutes a seed
-#   each arm   scoring a model on the suite: about 1-2 minutes; AGSM tokens, the demo's recipe (AGSM_STEPS 2000):
-#              about 5-10 minutes a seed (the arm script renders its 2000-image training set once, into $OUT/base)
-# In all, about 2.5-3 hours: 10 models scored (base and 9 tuned backbones), 12 AGSM runs, 9 backbones tuned.
+# Runtime on 2 CPU cores (2026-12-03, Intel Xeon, the study's own run with 2-4 stages side by side, so each figure is
+# a share of the machine, not a benchmark): pairs 19 min (2000 prompts x 4 images; 723 pairs, about 1 prompt in 3);
+# dpo 500 steps 4-5 min a seed; inpo 200 steps 4-9 min; spo 200 steps 12-20 min; AGSM tokens (1000 steps) with their
+# scoring 4-11 min a run; scoring a model on the suite 1-3 min. In all about 95 minutes of wall time with the stages
+# run as two to four lanes (docs/preference.md); the first plan (1000 / 1000 / 500 preference steps, 2000 AGSM
+# steps) measured at 3-5 hours and was cut before any result was seen.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
 PY=${PY:-.venv/bin/python}
