@@ -52,7 +52,7 @@ def _fixed_batch_loss(config, tokens, batches=6):
 @pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
 def test_short_agsm_run_lowers_its_loss(model, request, image_folder, tmp_path):
     model_dir = request.getfixturevalue(model)
-    config = _config(model_dir, image_folder, tmp_path / "run", "--train.steps", "60", "--train.lr", "0.05",
+    config = _config(model_dir, image_folder, tmp_path / "run", "--train.steps", "30", "--train.lr", "0.05",
                      "--train.checkpoint_every", "100")
     token_file = train(config)
     torch.manual_seed(config.train.seed)
@@ -60,10 +60,10 @@ def test_short_agsm_run_lowers_its_loss(model, request, image_folder, tmp_path):
     trained = tokens_from_file(*read_tokens(token_file))
     before, after = _fixed_batch_loss(config, initial), _fixed_batch_loss(config, trained)
     # A random tiny UNet attends weakly to its context, so tokens can only move the loss a little (about
-    # 0.5-1% here); the batches and noise are fixed, so any decrease is the optimisation's doing.
+    # 0.4-0.6% in 30 steps here); the batches and noise are fixed, so any decrease is the optimisation's doing.
     assert after < before * 0.998, (before, after)
     tensors, meta = read_tokens(token_file)
-    assert set(tensors) == {"psi_pos", "psi_neg", "time_table"} and meta["step"] == "60"
+    assert set(tensors) == {"psi_pos", "psi_neg", "time_table"} and meta["step"] == "30"
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert any((tmp_path / "run" / "agsm").rglob("events.out.tfevents*"))  # TensorBoard log
 
@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp
     """kill -9 at several moments (between checkpoints; while writing one, as a torn .tmp folder; just after one),
     resuming each time: the tokens are bit for bit those of the uninterrupted run."""
     args = ["--model.path", str(request.getfixturevalue(model)), "--data.path", str(image_folder), "--data.cache_dir",
-            str(tmp_path / "cache"), "--train.steps", "24", "--train.checkpoint_every", "6", "--train.log_every", "4",
+            str(tmp_path / "cache"), "--train.steps", "12", "--train.checkpoint_every", "3", "--train.log_every", "2",
             "--method.ema_decay", "0.9", "--train.lr", "0.01"]
     reference = train(load_config(None, args + ["--train.output_dir", str(tmp_path / "straight")]))
 
@@ -96,10 +96,10 @@ def test_killed_run_resumes_to_the_same_tokens(model, request, image_folder, tmp
     command = _agsm_command(args + ["--train.output_dir", str(out)])
     logged = lambda: (out / "train_log.jsonl").read_text().count("\n") if (out / "train_log.jsonl").exists() else 0  # noqa: E731
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: logged() >= 2, "step 8 was logged")  # mid-interval, past the step-6 checkpoint
+    _kill_when(proc, lambda: logged() >= 2, "step 4 was logged")  # mid-interval, past the step-3 checkpoint
     last = latest_checkpoint(out)
     assert last is not None and not (out / "soft_tokens.safetensors").exists()
-    torn = last.with_name(f"checkpoint-{checkpoint_step(last) + 6}.tmp")  # a kill during a checkpoint write leaves this
+    torn = last.with_name(f"checkpoint-{checkpoint_step(last) + 3}.tmp")  # a kill during a checkpoint write leaves this
     torn.mkdir()
     (torn / "train_state.safetensors").write_bytes(b"half a file")
 
