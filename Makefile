@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # One pytest worker per core, each on one thread: the tests' tiny models use a core each better than two threads
-# share one (4 min instead of 10 on 2 cores).
+# share one (4-7 min instead of 10-12 on 2 cores).
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
