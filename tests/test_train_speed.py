@@ -43,17 +43,31 @@ def test_channels_last_trains_the_same_tokens(default_run, sd15_dir, image_folde
                           expected, start)
 
 
+# How far bf16 rounding alone moves a 2-step bf16 run from the fp32 run, as a share of how far training moves the
+# tokens. Adam's first steps move every element by about lr * sign(gradient), so rounding that flips the sign of a
+# tiny gradient element moves that element by 2 lr: the share depends on the CPU's bf16 kernels, not on a bug.
+# Measured on a 2-core AMD EPYC (Zen 4) with torch 2.13 under each kernel family torch can pick on x86-64
+# (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA: AVX512-BF16, AVX512, AVX2, SSE4.1), native and auto attention alike:
+# at most 0.34 (the time table; the tokens 0.02-0.11). The earlier bound, 0.1 between auto and native, was
+# calibrated on an Intel CPU with AMX and failed on AVX2 kernels (0.11). A run whose tokens did not train is off by
+# 1.0, one that trained the wrong way by up to 2.
+BF16_ROUNDING_SHARE = 0.5
+
+
 @pytest.mark.slow
 def test_fp32_attention_under_bf16_trains_the_tokens_of_native_bf16(sd15_dir, image_folder, tmp_path):
-    """auto (on a CPU: fp32 attention wherever a gradient flows) against native bf16 attention: they differ by
-    bf16 rounding only, far less than the training moves the tokens (measured: 1-3% of it; native bf16 against
-    fp32 training differs by as much)."""
+    """auto (on a CPU: fp32 attention wherever a gradient flows) and native bf16 attention both train the tokens of
+    the fp32 run, up to what bf16 rounding can do on any x86-64 kernel (above). Compared with the fp32 run, not with
+    each other: the two bf16 runs round differently, and on some kernels their difference is the sum of both."""
     bf16 = ("--train.mixed_precision", "bf16")
     start = _tokens(sd15_dir, image_folder, tmp_path / "start", *bf16, "--train.lr", "0")
+    fp32 = _tokens(sd15_dir, image_folder, tmp_path / "fp32")
     native = _tokens(sd15_dir, image_folder, tmp_path / "native", *bf16, "--train.attention_precision", "native")
     auto = _tokens(sd15_dir, image_folder, tmp_path / "auto", *bf16)
-    _assert_same_training(auto, native, start, rel=0.1)
-    # Gradient checkpointing recomputes the forward in the backward pass, with the same fp32 attention.
+    _assert_same_training(native, fp32, start, rel=BF16_ROUNDING_SHARE)
+    _assert_same_training(auto, fp32, start, rel=BF16_ROUNDING_SHARE)
+    # Gradient checkpointing recomputes the forward in the backward pass, with the same fp32 attention: the same
+    # kernels in the same order, so the same tokens whatever the CPU.
     _assert_same_training(_tokens(sd15_dir, image_folder, tmp_path / "ckpt", *bf16,
                                   "--train.gradient_checkpointing", "true"), auto, start)
 
