@@ -9,7 +9,7 @@
 What is measured: whole pipeline calls `pipe(prompts, num_inference_steps, guidance_scale, height, width,
 generator)` as `agsm sample` makes them (one CPU generator per image, guidance on, so classifier-free guidance
 doubles the denoiser's batch; SD3 with the stock 256 zero T5 tokens unless `--fast-sampling`), on a pipeline of
-the real architecture at its published size with random weights (agsm.architectures). Target: overhead <= 3%.
+the real architecture at its published size with random weights (agsm.backbones.architectures). Target: overhead <= 3%.
 
 Tokens go in the way users load them: random soft tokens of the package's default shape (TokenConfig: 4 tokens,
 UNet stages down + mid, MM-DiT 4 tokens in each of the first 5 blocks; both sets psi+ and psi- as AGSM trains
@@ -64,7 +64,7 @@ NATIVE_LATENT = {"sd15": 64, "sdxl": 128, "sd3": 128}
 # --- models -------------------------------------------------------------------------------------------------------
 
 def build(architecture: str, scale: str, seed: int = 0):
-    from agsm.architectures import build_pipeline
+    from agsm.backbones.architectures import build_pipeline
 
     return build_pipeline(architecture, scale, seed=seed)
 
@@ -75,9 +75,9 @@ def write_random_tokens(pipe, folder: Path, seed: int = 0) -> tuple[Path, dict]:
     """A token file for `pipe` as `agsm train` writes one with the default TokenConfig (and both sets, as AGSM has),
     random values. Returns its path and the placement."""
     from agsm.backbones.variants import trained_on
-    from agsm.config import TokenConfig
+    from agsm.training.config import TokenConfig
     from agsm.pipelines import denoiser_of, pipeline_architecture
-    from agsm.token_file import save_tokens
+    from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens, placement_for
 
     architecture = pipeline_architecture(pipe)
@@ -156,7 +156,7 @@ def measure(architecture: str, *, scale: str = "full", latent: int = 8, steps: i
     """One architecture: build, load tokens under every mode, time interleaved rounds; returns a result dict."""
     from agsm.backbones.t5_free import fast_sampling as fast_sampling_kwargs
     from agsm.backbones.variants import forget_content_hash
-    from agsm.devices import DTYPE_NAMES
+    from agsm.utils.devices import DTYPE_NAMES
     from agsm.pipelines import denoiser_of, load_soft_tokens, set_soft_tokens_adapter
 
     started = time.perf_counter()
@@ -344,7 +344,7 @@ def meta_flops(architecture: str, scale: str = "full", latents=(8, 64), fast_sam
     machine. The denoiser alone: text encoders and the VAE run the same with and without tokens, so the
     pipeline's overhead is smaller still. 'negative' has the shapes, so the FLOPs, of 'positive'."""
     from agsm.backbones.t5_free import collapsed_zero_tokens
-    from agsm.config import TokenConfig
+    from agsm.training.config import TokenConfig
     from agsm.pipelines import denoiser_of
     from agsm.tokens import SoftTokens, install_tokens, placement_for
 
@@ -421,7 +421,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     parser.add_argument("--scale", default="full", choices=["full", "toy"],
-                        help="full: published sizes (default); toy: agsm.architectures' toy models (smoke runs)")
+                        help="full: published sizes (default); toy: agsm.backbones.architectures' toy models (smoke runs)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="weights' precision (default float32 on the CPU, float16 on CUDA)")

@@ -13,7 +13,7 @@ Rows: the "ours" step of benchmarks/train_step.py (encode-once cache, the frozen
 run under autocast; AGSM, 4 images x 4 captions = 16 pairs) with all options off and native attention ("baseline"),
 then with one option at a time:
 - channels_last, compile, gradient_checkpointing: train.channels_last, train.compile, train.gradient_checkpointing,
-  applied by agsm.train_speed.prepare_denoiser as `agsm train` applies them.
+  applied by agsm.training.speed.prepare_denoiser as `agsm train` applies them.
 - attention_fp32: train.attention_precision fp32 (what `auto` picks on a CPU under bf16): the attention calls that
   carry a gradient run in fp32.
 - sdpa_math: torch's math attention backend for the whole step (torch.nn.attention.sdpa_kernel(SDPBackend.MATH)),
@@ -58,8 +58,8 @@ class OptionBench(Bench):
     build_peak_mib: float | None = None
 
     def __init__(self, *args):
-        from agsm.config import TrainConfig
-        from agsm.train_speed import prepare_denoiser
+        from agsm.training.config import TrainConfig
+        from agsm.training.speed import prepare_denoiser
 
         super().__init__(*args)
         self.attention = "fp32" if self.option == "attention_fp32" else "native"
@@ -96,7 +96,7 @@ class OptionBench(Bench):
     def _fused_step(self, step: int) -> None:
         """AGSM's step (objectives/agsm.py) with the EMA and online passes in one forward; the loss is the same."""
         from agsm.backbones.base import TextCond
-        from agsm.denoiser import update_ema
+        from agsm.training.denoisers import update_ema
         from agsm.objectives.agsm import agsm_targets
         from agsm.objectives.pairs import PairBatch, draw_noise, per_pair_mse, tile
 

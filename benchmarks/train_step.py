@@ -63,7 +63,7 @@ def default_precision(mode: str, device: str) -> str:
 
 
 def build(model: str, device: str):
-    from agsm.architectures import sd3_full_pipeline, sd15_full_pipeline, tiny_sd15_pipeline
+    from agsm.backbones.architectures import sd3_full_pipeline, sd15_full_pipeline, tiny_sd15_pipeline
     from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
 
@@ -77,8 +77,8 @@ class Bench:
     """One configured training step: `step(i, meter)` runs step i; a PhaseMeter (flops.py) splits it into phases."""
 
     def __init__(self, model: str, method: str, mode: str, images: int, latent: int, precision: str, device: str):
-        from agsm.config import MethodConfig
-        from agsm.denoiser import TokenDenoiser
+        from agsm.training.config import MethodConfig
+        from agsm.training.denoisers import TokenDenoiser
         from agsm.objectives.pairs import in_batch_captions
         from agsm.tokens import SoftTokens, install_tokens, placement_for
 
@@ -109,7 +109,7 @@ class Bench:
             backbone.denoiser.to(self.autocast_dtype)  # as `agsm train`: frozen weights stored at the precision
         # fp16 has too little range for small gradients: both codes scale the loss (accelerate does it for ours).
         self.scaler = torch.amp.GradScaler(device.split(":")[0]) if precision == "fp16" else None
-        # train.attention_precision (agsm/train_speed.py): ours as `agsm train` runs it by default; public native.
+        # train.attention_precision (agsm/training/speed.py): ours as `agsm train` runs it by default; public native.
         self.attention = "auto" if mode == "ours" else "native"
 
     def autocast(self):
@@ -118,7 +118,7 @@ class Bench:
         return torch.autocast(device_type=self.device.split(":")[0], dtype=self.autocast_dtype)
 
     def step(self, step: int, meter=None) -> None:
-        from agsm.train_speed import Fp32GradAttention, upcasts_attention
+        from agsm.training.speed import Fp32GradAttention, upcasts_attention
 
         upcast = upcasts_attention(self.attention, self.device, self.autocast_dtype or torch.float32)
         with Fp32GradAttention() if upcast else nullcontext():
@@ -126,7 +126,7 @@ class Bench:
 
     def _step(self, step: int, meter=None) -> None:
         from agsm.backbones.base import TextCond
-        from agsm.denoiser import update_ema
+        from agsm.training.denoisers import update_ema
         from agsm.objectives import STEPS, PairBatch
         from agsm.objectives.pairs import per_pair_mse
 

@@ -11,10 +11,10 @@ N=30
 
 $PY - <<'PY'
 from pathlib import Path
-from agsm.checkpoint import finished_checkpoints
+from agsm.training.checkpoint import finished_checkpoints
 from agsm.shapes.dataset import write_training_set
 from agsm.study.arms import TRAIN_SET, arm_config
-from agsm.train import train
+from agsm.training.loop import train
 
 root = Path("runs/edit-tokens")
 data = root / "data-2000"

@@ -2,7 +2,7 @@
 
     python scripts/score_shapes_model.py --model src/agsm/shapes/models/sd15-tiny \
         [--out MODEL/suite_scores.json] [--images-per-prompt 1] [--seed 0] [--grid grid.png]
-        [--steps N] [--guidance G]   (default: the model's recommended sampler, agsm.sampler_defaults)
+        [--steps N] [--guidance G]   (default: the model's recommended sampler, agsm.backbones.sampler_defaults)
 """
 
 import argparse

@@ -31,7 +31,7 @@ def write_image_folder(folder, n=16, seed=0):
 
 @pytest.fixture(scope="session")
 def sd15_dir(tmp_path_factory):
-    from agsm.architectures import tiny_sd15_pipeline
+    from agsm.backbones.architectures import tiny_sd15_pipeline
 
     path = tmp_path_factory.mktemp("models") / "sd15"
     tiny_sd15_pipeline().save_pretrained(path)
@@ -40,7 +40,7 @@ def sd15_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sdxl_dir(tmp_path_factory):
-    from agsm.architectures import tiny_sdxl_pipeline
+    from agsm.backbones.architectures import tiny_sdxl_pipeline
 
     path = tmp_path_factory.mktemp("models") / "sdxl"
     tiny_sdxl_pipeline().save_pretrained(path)
@@ -49,7 +49,7 @@ def sdxl_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sd3_dir(tmp_path_factory):
-    from agsm.architectures import tiny_sd3_pipeline
+    from agsm.backbones.architectures import tiny_sd3_pipeline
 
     path = tmp_path_factory.mktemp("models") / "sd3"
     tiny_sd3_pipeline().save_pretrained(path)

@@ -5,13 +5,13 @@ import torch
 from accelerate import PartialState
 from safetensors.torch import save_file
 
-from agsm.config import load_config
-from agsm.train import train
+from agsm.training.config import load_config
+from agsm.training.loop import train
 
 if __name__ == "__main__":
     out_prefix, overrides = sys.argv[1], sys.argv[2:]
     captured = {}
-    import agsm.train as train_module
+    import agsm.training.loop as train_module
 
     original = train_module.update_ema
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from agsm.backbones.factory import load_backbone
-from agsm.config import load_config
+from agsm.training.config import load_config
 from agsm.objectives.preference_batch import PreferenceBatch, PromptBatch
-from agsm.preference.backbone_tuning import BackboneTrainable
+from agsm.training.backbone_tuning import BackboneTrainable
 
 
 def tuned(model_dir, params="lora", method="dpo", **method_options):

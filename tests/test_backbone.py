@@ -2,7 +2,7 @@
 import torch
 
 from agsm.backbones.unet import UNetBackbone
-from agsm.architectures import tiny_sd15_pipeline, tiny_sdxl_pipeline
+from agsm.backbones.architectures import tiny_sd15_pipeline, tiny_sdxl_pipeline
 
 
 def test_noise_and_targets_match_the_scheduler():

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from agsm.cli import main
-from agsm.config import load_config, parse_overrides
+from agsm.training.config import load_config, parse_overrides
 
 
 def test_overrides_are_typed_and_unknown_options_listed(tmp_path):
@@ -79,8 +79,8 @@ def test_sample_writes_images_and_record(sd15_dir, tmp_path):
 
 def test_sample_refuses_a_token_file_of_another_architecture(sd15_dir, sdxl_dir, tmp_path, capsys):
     from agsm.backbones.unet import UNetBackbone
-    from agsm.architectures import tiny_sdxl_pipeline
-    from agsm.token_file import save_tokens
+    from agsm.backbones.architectures import tiny_sdxl_pipeline
+    from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens
 
     save_tokens(tmp_path / "soft_tokens.safetensors", SoftTokens(4, 64), UNetBackbone(tiny_sdxl_pipeline()).describe(),

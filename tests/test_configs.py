@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agsm import config as config_module
+from agsm.training import config as config_module
 from agsm.cli import main
-from agsm.config import Config, load_config, option_help, shipped_configs
+from agsm.training.config import Config, load_config, option_help, shipped_configs
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted((ROOT / "src" / "agsm" / "configs").glob("*.yaml"))
@@ -89,7 +89,7 @@ def test_the_wheel_holds_the_configs(monkeypatch):
 
 def test_train_loads_a_shipped_config_by_name(tmp_path, monkeypatch):
     """`agsm train --config sd15` reads the shipped file: its settings reach the run (here: up to the data check)."""
-    import agsm.train as train_module
+    import agsm.training.loop as train_module
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda config, **kw: seen.setdefault("config", config))

@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from agsm import devices
-from agsm.devices import accelerate_device, resolve_device, resolve_dtype
+from agsm.utils import devices
+from agsm.utils.devices import accelerate_device, resolve_device, resolve_dtype
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 from agsm.cli import main
-from agsm.config import load_config
-from agsm.export import export_checkpoint, export_run, token_metadata
-from agsm.token_file import read_tokens
+from agsm.training.config import load_config
+from agsm.training.export import export_checkpoint, export_run, token_metadata
+from agsm.tokens.token_file import read_tokens
 from agsm.tokens import SoftTokens
-from agsm.train import train
-from agsm.train_state import CheckpointError
+from agsm.training.loop import train
+from agsm.training.checkpoint_files import CheckpointError
 
 META = token_metadata({"family": "unet", "architecture": "sd15", "token_width": 8, "num_train_timesteps": 1000},
                       {"stages": "down,mid"}, "agsm", {"gamma_neg": 1.0})

@@ -7,12 +7,12 @@ import torch
 from accelerate import Accelerator
 
 from agsm.backbones.factory import load_backbone
-from agsm.config import load_config
+from agsm.training.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.shapes.grammar import object_phrase
 from agsm.shapes.spec import COLORS
 from agsm.objectives.pairs import in_batch_captions, with_hard_negatives
-from agsm.train import build_batch, load_records, make_ema_tokens, make_tokens, train
+from agsm.training.loop import build_batch, load_records, make_ema_tokens, make_tokens, train
 
 
 def test_hard_columns_replace_negatives_and_keep_the_own_caption():

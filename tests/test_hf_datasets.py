@@ -79,9 +79,9 @@ def test_saved_dataset_is_encoded_from_memory_like_the_same_imagefolder(saved_da
 def test_training_two_steps_on_a_saved_dataset_matches_the_imagefolder_latents(sd15_dir, saved_dataset, image_folder,
                                                                               tmp_path):
     from agsm.backbones.factory import load_backbone
-    from agsm.config import load_config
-    from agsm.token_file import read_tokens
-    from agsm.train import load_records, train
+    from agsm.training.config import load_config
+    from agsm.tokens.token_file import read_tokens
+    from agsm.training.loop import load_records, train
 
     config = load_config(None, ["--model.path", str(sd15_dir), "--data.format", "hf", "--data.path", str(saved_dataset),
                                 "--train.output_dir", str(tmp_path / "run"), "--data.cache_dir",
@@ -231,8 +231,8 @@ def test_missing_columns_bad_rows_and_offline_hub_are_clear_errors(saved_dataset
 
 
 def test_config_options_reach_the_reader(saved_dataset):
-    from agsm.config import load_config
-    from agsm.train import load_records
+    from agsm.training.config import load_config
+    from agsm.training.loop import load_records
 
     config = load_config(None, ["--data.format", "hf", "--data.path", str(saved_dataset), "--data.max_images", "3",
                                 "--data.streaming", "true"])

@@ -9,7 +9,7 @@ from token_file_helpers import fresh_pipeline, images, write_token_file
 
 from agsm import (list_soft_tokens, load_soft_tokens, remove_soft_tokens, set_soft_tokens_adapter,
                   set_soft_tokens_scale, unload_soft_tokens)
-from agsm.token_file import FILE_NAME
+from agsm.tokens.token_file import FILE_NAME
 
 
 @pytest.fixture

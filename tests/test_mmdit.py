@@ -5,9 +5,9 @@ import torch
 
 from agsm.backbones.mmdit import MMDiTBackbone
 from agsm.backbones.parameterization import sample_flow_timesteps
-from agsm.config import MethodConfig
+from agsm.training.config import MethodConfig
 from agsm.objectives.agsm import ema_point
-from agsm.architectures import tiny_sd3_pipeline
+from agsm.backbones.architectures import tiny_sd3_pipeline
 from agsm.tokens import NEGATIVE, POSITIVE, MMDiTTokenInjector, SoftTokens
 
 

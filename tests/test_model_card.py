@@ -5,10 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from agsm.config import load_config
-from agsm.model_card import base_model_of, final_metrics, write_model_card
-from agsm.token_file import FILE_NAME
-from agsm.train import train
+from agsm.training.config import load_config
+from agsm.training.model_card import base_model_of, final_metrics, write_model_card
+from agsm.tokens.token_file import FILE_NAME
+from agsm.training.loop import train
 
 
 def _front_matter_and_body(card: Path) -> tuple[dict, str]:
@@ -42,7 +42,7 @@ def test_a_short_training_run_writes_its_model_card(sd15_dir, image_folder, tmp_
 
 
 def test_card_from_the_folder_alone_and_hub_base_models(tmp_path):
-    from agsm.token_file import save_tokens
+    from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens
 
     info = {"family": "mmdit", "architecture": "sd3", "token_width": 8, "num_train_timesteps": 1000}

@@ -12,11 +12,11 @@ from preference_helpers import write_pairs_folder
 from safetensors.torch import load_file
 
 from agsm.backbones.variants import BackboneVariant, denoiser_hash
-from agsm.checkpoint import latest_checkpoint
-from agsm.config import load_config
+from agsm.training.checkpoint import latest_checkpoint
+from agsm.training.config import load_config
 from agsm.sample import load_pipeline
-from agsm.token_file import read_tokens
-from agsm.train import train
+from agsm.tokens.token_file import read_tokens
+from agsm.training.loop import train
 
 pytestmark = pytest.mark.slow
 

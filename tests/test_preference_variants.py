@@ -105,7 +105,7 @@ def test_content_hash_of_a_full_size_weight():
 def test_tokens_trained_on_another_backbone_load_with_a_warning(sd15_dir, tuned_parts, tmp_path, caplog):
     import json
 
-    from agsm.token_file import read_tokens, save_tokens, tokens_from_file
+    from agsm.tokens.token_file import read_tokens, save_tokens, tokens_from_file
 
     tuned = load_pipeline(sd15_dir, variant=BackboneVariant(denoiser=str(tuned_parts["root"] / "tuned")))
     plain = write_token_file(tmp_path, tuned)

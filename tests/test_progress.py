@@ -1,9 +1,9 @@
-"""agsm.progress: a redrawn tqdm bar in a terminal, whole lines in a log."""
+"""agsm.utils.progress: a redrawn tqdm bar in a terminal, whole lines in a log."""
 import io
 import re
 import sys
 
-from agsm.progress import library_bars_off_in_logs, progress
+from agsm.utils.progress import library_bars_off_in_logs, progress
 
 
 class Terminal(io.StringIO):

@@ -11,7 +11,7 @@ from PIL import Image
 import agsm.shapes
 from agsm.cli import build_parser, main
 from agsm.sample import load_pipeline, sample
-from agsm.sampler_defaults import SamplerSettings, read_model_sampler, resolve_sampler_settings
+from agsm.backbones.sampler_defaults import SamplerSettings, read_model_sampler, resolve_sampler_settings
 
 SHIPPED = Path(agsm.shapes.__file__).parent / "models"
 

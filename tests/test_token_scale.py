@@ -7,7 +7,7 @@ import torch
 from token_file_helpers import fresh_pipeline, images, write_token_file
 
 from agsm import load_soft_tokens, set_soft_tokens_scale, unload_soft_tokens
-from agsm.token_file import read_tokens, tokens_from_file
+from agsm.tokens.token_file import read_tokens, tokens_from_file
 
 
 def _positive_tokens(tokens, timestep, batch):

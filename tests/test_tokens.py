@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from agsm.backbones.unet import UNetBackbone
-from agsm.architectures import tiny_sd15_pipeline, tiny_sdxl_pipeline
+from agsm.backbones.architectures import tiny_sd15_pipeline, tiny_sdxl_pipeline
 from agsm.tokens import SoftTokens, UNetTokenInjector
 
 
@@ -92,7 +92,7 @@ def test_copy_initialisation_keeps_tokens_distinct():
 
 
 def test_per_block_time_table_adds_each_blocks_own_row_and_round_trips(tmp_path):
-    from agsm.token_file import save_tokens, read_tokens, tokens_from_file
+    from agsm.tokens.token_file import save_tokens, read_tokens, tokens_from_file
 
     tokens = SoftTokens(6, 5, num_sets=2, num_buckets=10, time_groups=3, time_init_std=0.02)
     assert tokens.time_table.shape == (10, 3, 5) and tokens.time_table.abs().sum() > 0

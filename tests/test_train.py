@@ -13,14 +13,14 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from agsm.backbones.factory import load_backbone
-from agsm.checkpoint import checkpoint_step, latest_checkpoint
-from agsm.config import load_config
+from agsm.training.checkpoint import checkpoint_step, latest_checkpoint
+from agsm.training.config import load_config
 from agsm.data import build_or_load_cache
-from agsm.denoiser import TokenDenoiser
+from agsm.training.denoisers import TokenDenoiser
 from agsm.objectives import STEPS
-from agsm.token_file import read_tokens, tokens_from_file
+from agsm.tokens.token_file import read_tokens, tokens_from_file
 from agsm.tokens import install_tokens, placement_for
-from agsm.train import build_batch, load_records, make_tokens, train
+from agsm.training.loop import build_batch, load_records, make_tokens, train
 
 pytestmark = pytest.mark.slow
 

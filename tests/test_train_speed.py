@@ -1,4 +1,4 @@
-"""The step's speed options (train_speed.py) train the same tokens as the default, and the step never reads a device
+"""The step's speed options (training/speed.py) train the same tokens as the default, and the step never reads a device
 value back (issue 17)."""
 import os
 from pathlib import Path
@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agsm.config import load_config
-from agsm.train import train
-from agsm.train_speed import FP32_MAX_KEYS, Fp32GradAttention, upcasts_attention
+from agsm.training.config import load_config
+from agsm.training.loop import train
+from agsm.training.speed import FP32_MAX_KEYS, Fp32GradAttention, upcasts_attention
 
 
 def _tokens(sd15_dir, image_folder, out, *extra):
@@ -115,11 +115,11 @@ def test_the_step_never_reads_a_device_value_back(family, method, extra):
     """Forward and backward of a step with a tiny denoiser and its tokens on the meta device, where .item(), bool(),
     float() and bool-mask selection of a device tensor (each a host-device sync on a GPU) raise: the step has none.
     (Blocking host-to-device copies are not caught here; pairs.py copies its indices non-blocking.)"""
-    from agsm.architectures import tiny_sd3_pipeline, tiny_sd15_pipeline
+    from agsm.backbones.architectures import tiny_sd3_pipeline, tiny_sd15_pipeline
     from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
-    from agsm.config import MethodConfig
-    from agsm.denoiser import TokenDenoiser
+    from agsm.training.config import MethodConfig
+    from agsm.training.denoisers import TokenDenoiser
     from agsm.objectives import STEPS, PairBatch
     from agsm.objectives.pairs import in_batch_captions
     from agsm.tokens import SoftTokens, install_tokens, placement_for

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from agsm.config import load_config
-from agsm.trackers import TrackerUnavailable, log_images
-from agsm.train import train
+from agsm.training.config import load_config
+from agsm.training.trackers import TrackerUnavailable, log_images
+from agsm.training.loop import train
 
 pytestmark = pytest.mark.slow
 PROMPTS = '["a red square", "a blue circle", "a green square"]'

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from agsm.token_file import save_tokens
+from agsm.tokens.token_file import save_tokens
 from agsm.tokens import SoftTokens
 
 PROMPTS = ["a red circle", "two blue squares"]

@@ -15,15 +15,15 @@ USER_ERRORS = (ValueError, OSError)
 
 
 def _train(args, extra):
-    from .config import load_config
-    from .devices import accelerate_device
-    from .train import train
+    from .training.config import load_config
+    from .utils.devices import accelerate_device
+    from .training.loop import train
 
     config, resume = args.config, args.resume or False
     if resume not in (False, "latest") and config is None:
         # `--resume RUN` alone continues that run with its own config.yaml, in its own folder.
-        from .checkpoint import run_of
-        from .run_folder import CONFIG_NAME
+        from .training.checkpoint import run_of
+        from .training.run_folder import CONFIG_NAME
 
         run, _ = run_of(resume)
         if not (run / CONFIG_NAME).is_file():
@@ -46,7 +46,7 @@ class _TrainHelp(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .config import option_help, shipped_configs
+        from .training.config import option_help, shipped_configs
 
         parser.epilog = (f"shipped configs (--config NAME): {', '.join(shipped_configs())}\n"
                          "config options override the --config file: --section.option value or --section.option=value")
@@ -59,7 +59,7 @@ class _TrainHelp(argparse.Action):
 
 
 def _export(args, extra):
-    from .export import export_checkpoint
+    from .training.export import export_checkpoint
 
     if extra:
         raise ValueError(f"unknown arguments {extra}; see agsm export -h")
@@ -104,8 +104,8 @@ def _shapes_pretrain(args, extra):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones.variants import add_variant_options
-    from .devices import TRAIN_DEVICE_HELP, add_device_options
-    from .sampler_defaults import GUIDANCE_HELP, STEPS_HELP
+    from .utils.devices import TRAIN_DEVICE_HELP, add_device_options
+    from .backbones.sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

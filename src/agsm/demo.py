@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from .atomic_files import write_json
-from .config import load_config
+from .utils.atomic_files import write_json
+from .training.config import load_config
 from .report.grids import framed, grid
 from .report.variants import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
 from .shapes.dataset import write_training_set
 from .shapes.spec import CATEGORIES
-from .train import train
+from .training.loop import train
 
 MODELS = Path(__file__).parent / "shapes" / "models"
 BACKBONES = {"sd15": MODELS / "sd15-tiny", "sdxl": MODELS / "sdxl-tiny", "sd3": MODELS / "sd3-tiny"}

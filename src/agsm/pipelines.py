@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .backbones.unet import unet_architecture
-from .token_file import check_compatible, locate_token_file, read_tokens, tokens_from_file
+from .tokens.token_file import check_compatible, locate_token_file, read_tokens, tokens_from_file
 from .tokens import NEGATIVE, POSITIVE, SoftTokens, TokenInjector, install_tokens
 
 log = logging.getLogger("agsm.pipelines")

@@ -14,19 +14,19 @@ from pathlib import Path
 
 import torch
 
-from .atomic_files import write_bytes, write_json
+from .utils.atomic_files import write_bytes, write_json
 from .backbones.base import load_stock_pipeline
 from .backbones.variants import BackboneVariant, apply_variant
 from .backbones.t5_free import fast_sampling
-from .devices import dtype_name, resolve_device_and_dtype
+from .utils.devices import dtype_name, resolve_device_and_dtype
 from .pipelines import denoiser_of, load_soft_tokens
-from .progress import progress
-from .sampler_defaults import resolve_sampler_settings
+from .utils.progress import progress
+from .backbones.sampler_defaults import resolve_sampler_settings
 
 
 def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
                   variant: BackboneVariant | None = None):
-    """The stock pipeline of a local folder on `device` in `dtype` (either may be 'auto', see agsm.devices), with
+    """The stock pipeline of a local folder on `device` in `dtype` (either may be 'auto', see agsm.utils.devices), with
     DDIM for UNet models and diffusers' own per-step bar off (our commands show one bar per job). `variant`: another
     denoiser and/or a LoRA in place of the folder's own (agsm.backbones.variants)."""
     from diffusers import DDIMScheduler
@@ -68,7 +68,7 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
            token_scale: float = 1.0, variant: BackboneVariant | None = None) -> list[Path]:
     """Draw `images_per_prompt` images of each prompt into out_dir and write run.json; returns the image paths.
 
-    steps / guidance None: the model's recommended sampler, else its architecture's (agsm.sampler_defaults).
+    steps / guidance None: the model's recommended sampler, else its architecture's (agsm.backbones.sampler_defaults).
     token_scale: how strongly the tokens act, 0 (the base model) to 1 (as trained); see agsm.set_soft_tokens_scale.
     variant: another denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens.
     """

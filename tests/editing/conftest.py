@@ -38,7 +38,7 @@ def flow_pipe(shapes_pipe):
 
     from diffusers import StableDiffusion3Pipeline
 
-    from agsm.architectures import tiny_sd3_pipeline
+    from agsm.backbones.architectures import tiny_sd3_pipeline
 
     tiny = tiny_sd3_pipeline()
     vae = copy.deepcopy(shapes_pipe.vae)
@@ -70,7 +70,7 @@ def _make_token_file(folder, pipe, scale=0.5, blocks=3):
     """Random dual tokens saved as a token file for `pipe` (UNet: down+mid stages; MM-DiT: first `blocks`)."""
     from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
-    from agsm.token_file import save_tokens
+    from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ from agsm.editing.conditioning import encode_prompt, guided_predictions
 
 
 def test_guided_predictions_follow_cfg_and_token_branches(tmp_path, make_token_file):
-    from agsm.architectures import tiny_sd15_pipeline
+    from agsm.backbones.architectures import tiny_sd15_pipeline
 
     pipe = tiny_sd15_pipeline()
     t = torch.tensor(500)

@@ -1,7 +1,7 @@
 """Fixtures for the reliability tests: tiny training runs sharing one encoded cache (helpers: reliability_helpers.py)."""
 import pytest
 
-from agsm.config import load_config
+from agsm.training.config import load_config
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from agsm import train_state
+from agsm.training import checkpoint_files
 from agsm.tokens import SoftTokens
-from agsm.train import train
-from agsm.train_state import CheckpointError
+from agsm.training.loop import train
+from agsm.training.checkpoint_files import CheckpointError
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "agsm"
 
@@ -49,14 +49,14 @@ def test_state_round_trips_bit_for_bit_without_pickle(tmp_path):
     """Tokens, EMA, AdamW moments and step, the lr schedule and every RNG continue exactly after a reload."""
     live = _objects()
     _steps(*live, 4)
-    data, meta = train_state.state_files(*live, None, step=4, skipped=1, num_processes=1)
-    train_state.write(tmp_path, 0, (data, meta))
+    data, meta = checkpoint_files.state_files(*live, None, step=4, skipped=1, num_processes=1)
+    checkpoint_files.write(tmp_path, 0, (data, meta))
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".safetensors", ".safetensors"]
     expected_draws = (torch.rand(3), random.random(), np.random.rand())
     _steps(*live, 3)
 
     fresh = _objects(seed=1)  # other initial values, to be overwritten
-    restored = train_state.restore(tmp_path, 0, 1, *fresh, None)
+    restored = checkpoint_files.restore(tmp_path, 0, 1, *fresh, None)
     assert restored["step"] == 4 and restored["skipped_steps"] == 1
     draws = (torch.rand(3), random.random(), np.random.rand())  # torch, Python and NumPy generators restored
     assert torch.equal(draws[0], expected_draws[0]) and draws[1:] == expected_draws[1:]
@@ -104,9 +104,9 @@ def test_no_load_path_in_the_package_unpickles():
 
 def test_damaged_or_foreign_checkpoint_is_named(tmp_path):
     live = _objects()
-    train_state.write(tmp_path, 0, train_state.state_files(*live, None, step=1, skipped=0, num_processes=2))
+    checkpoint_files.write(tmp_path, 0, checkpoint_files.state_files(*live, None, step=1, skipped=0, num_processes=2))
     with pytest.raises(CheckpointError, match="written by 2 process.*resume with 2"):
-        train_state.restore(tmp_path, 0, 1, *_objects(), None)
+        checkpoint_files.restore(tmp_path, 0, 1, *_objects(), None)
     (tmp_path / "train_state.safetensors").write_bytes(b"\0" * 10)
     with pytest.raises(CheckpointError, match=f"checkpoint {re.escape(str(tmp_path))} is damaged.*delete that folder"):
-        train_state.restore(tmp_path, 0, 2, *_objects(), None)
+        checkpoint_files.restore(tmp_path, 0, 2, *_objects(), None)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agsm.checkpoint import (TrainState, checkpoint_step, finished_checkpoints, latest_checkpoint,
+from agsm.training.checkpoint import (TrainState, checkpoint_step, finished_checkpoints, latest_checkpoint,
                              save_checkpoint)
 from agsm.tokens import SoftTokens
-from agsm.train import train
+from agsm.training.loop import train
 
 
 def _folders(run, *names):

@@ -2,7 +2,7 @@
 import pytest
 
 from agsm.cli import main
-from agsm.config import load_config
+from agsm.training.config import load_config
 
 
 def test_exponent_strings_become_floats_on_the_command_line_and_in_yaml(tmp_path):

@@ -6,13 +6,13 @@ import json
 import pytest
 from safetensors.torch import save_file
 
-from agsm import atomic_files
-from agsm.atomic_files import DiskFullError
+from agsm.utils import atomic_files
+from agsm.utils.atomic_files import DiskFullError
 from agsm.cli import main
 from agsm.pipelines import load_soft_tokens
-from agsm.token_file import read_tokens, save_tokens
+from agsm.tokens.token_file import read_tokens, save_tokens
 from agsm.tokens import SoftTokens
-from agsm.train import train
+from agsm.training.loop import train
 
 INFO = {"family": "unet", "architecture": "sd15", "token_width": 8, "num_train_timesteps": 1000}
 

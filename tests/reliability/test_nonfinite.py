@@ -6,13 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from agsm.checkpoint import finished_checkpoints
+from agsm.training.checkpoint import finished_checkpoints
 from agsm.cli import main
-from agsm.token_file import read_tokens, save_tokens
+from agsm.tokens.token_file import read_tokens, save_tokens
 from agsm.tokens import SoftTokens
-from agsm.train import train
-from agsm.train_guard import NonFiniteTraining
-from agsm.train_state import CheckpointError, state_files
+from agsm.training.loop import train
+from agsm.training.guard import NonFiniteTraining
+from agsm.training.checkpoint_files import CheckpointError, state_files
 
 INFO = {"family": "unet", "architecture": "sd15", "token_width": 8, "num_train_timesteps": 1000}
 
@@ -41,7 +41,7 @@ def test_diverging_run_stops_naming_step_batch_and_last_good_checkpoint(tiny_arg
 @pytest.mark.slow
 def test_bad_steps_are_skipped_counted_and_logged_up_to_the_limit(tiny_config, tmp_path, monkeypatch):
     """One poisoned step: stops without train.max_bad_steps, is skipped (no update, counted) with it."""
-    import agsm.train as train_module
+    import agsm.training.loop as train_module
 
     real = train_module.STEPS["agsm"]
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from agsm.checkpoint import finished_checkpoints
+from agsm.training.checkpoint import finished_checkpoints
 from agsm.cli import build_parser, main
-from agsm.run_folder import RunFolderConflict, resume_point
-from agsm.train_state import CheckpointError
+from agsm.training.run_folder import RunFolderConflict, resume_point
+from agsm.training.checkpoint_files import CheckpointError
 
 
 def _run(folder, *steps):

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from agsm.config import load_config
-from agsm.run_folder import RunFolderConflict, claim_run_folder
-from agsm.run_lock import RunFolderInUse, RunLock
-from agsm.train import train
+from agsm.training.config import load_config
+from agsm.training.run_folder import RunFolderConflict, claim_run_folder
+from agsm.training.run_lock import RunFolderInUse, RunLock
+from agsm.training.loop import train
 
-HOLD_LOCK = "import sys, time; from agsm.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+HOLD_LOCK = "import sys, time; from agsm.training.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
 
 
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, caplog):

@@ -91,7 +91,7 @@ def test_saved_pipeline_loads_offline_through_the_stock_class_and_takes_tokens(s
 
     from agsm.pipelines import load_soft_tokens, remove_soft_tokens
     from agsm.sample import load_pipeline
-    from agsm.token_file import save_tokens
+    from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens, placement_for
 
     pipe = StableDiffusionXLPipeline.from_pretrained(straight, local_files_only=True)

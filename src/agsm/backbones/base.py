@@ -96,7 +96,7 @@ def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
     a safety checker) are passed as None, as the stock loader requires."""
     from diffusers import DiffusionPipeline
 
-    from ..progress import library_bars_off_in_logs
+    from ..utils.progress import library_bars_off_in_logs
 
     path = Path(path)
     index_file = path / "model_index.json"

@@ -15,7 +15,7 @@ pipeline's is refused with a message naming both. `fuse_lora` (the default) fold
 drops the adapter layers, so the denoiser is a plain module again (soft tokens install into it as into the stock
 one); unfused, the LoRA stays attached at `lora_scale`.
 
-`denoiser_hash` identifies the backbone soft tokens were trained on (token_file.py records it; pipelines.py warns
+`denoiser_hash` identifies the backbone soft tokens were trained on (tokens/token_file.py records it; pipelines.py warns
 when a pipeline's differs). It hashes up to HASH_SAMPLES evenly spaced values of every tensor of the denoiser's
 state dict (with any unfused LoRA tensors), each rounded to bfloat16, so a model loaded in float32 and in bfloat16
 hashes alike and hashing SDXL takes milliseconds; a fused LoRA or a fine-tune changes all values of the tensors it

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from ..progress import progress as progress_bar
+from ..utils.progress import progress as progress_bar
 
 from ..backbones.base import Encoder
 from .caption_length import long_captions, warn_long_captions

@@ -52,8 +52,8 @@ def options_from_args(args) -> dict:
 def run_edit(args, extra) -> None:
     from PIL import Image
 
-    from ..atomic_files import write_json
-    from ..devices import resolve_device_and_dtype
+    from ..utils.atomic_files import write_json
+    from ..utils.devices import resolve_device_and_dtype
     from ..pipelines import load_soft_tokens, pipeline_architecture
     from ..sample import load_pipeline
     from . import edit, edit_options
@@ -91,7 +91,7 @@ def run_edit(args, extra) -> None:
 
 def add_commands(subparsers) -> None:
     """Register `agsm edit` on the top-level sub-command parsers."""
-    from ..devices import add_device_options
+    from ..utils.devices import add_device_options
 
     p = subparsers.add_parser("edit", help="edit an image towards a target prompt (FlowEdit / DDIM inversion)")
     p.add_argument("--model", required=True, help="local diffusers pipeline folder")

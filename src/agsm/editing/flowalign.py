@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ..utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from .conditioning import PromptCond, guided_predictions
 from .flowedit import flow_schedule
 from .prompt_mix import against

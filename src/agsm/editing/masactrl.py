@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..pipelines import denoiser_of
-from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ..utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from .conditioning import PromptCond, guided_predictions
 from .injection import (SD15_SELF_ATTENTION_LAYERS, RowCopy, branch_rows, check_unfused, hooked, scale_layer,
                         self_attention_layers)

@@ -21,10 +21,10 @@ import logging
 import statistics
 from pathlib import Path
 
-from ..atomic_files import write_text
+from ..utils.atomic_files import write_text
 from ..backbones.variants import variant_from_args
-from ..devices import resolve_device_and_dtype
-from ..progress import progress
+from ..utils.devices import resolve_device_and_dtype
+from ..utils.progress import progress
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
 from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, metric_dtype,
                          open_pipeline, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
@@ -144,7 +144,7 @@ def _fid(args, items, paths, size: int, out: Path, extractor) -> dict | None:
 
 
 def _metric_device(args) -> str:
-    from ..devices import resolve_device
+    from ..utils.devices import resolve_device
 
     return resolve_device(args.device)
 

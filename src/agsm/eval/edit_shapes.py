@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic_files import write_json, write_text
-from ..devices import add_device_options, dtype_name, resolve_device_and_dtype
+from ..utils.atomic_files import write_json, write_text
+from ..utils.devices import add_device_options, dtype_name, resolve_device_and_dtype
 from ..editing import edit, edit_options
 from ..editing.latents import decode_latents, encode_image
 from ..editing.preservation import found_in_place, outside_box, psnr
 from ..pipelines import load_soft_tokens, remove_soft_tokens
-from ..progress import progress as progress_bar
+from ..utils.progress import progress as progress_bar
 from ..sample import default_size, load_pipeline
 from ..shapes.detect import detect
 from ..shapes.grammar import object_phrase
@@ -43,7 +43,7 @@ from ..shapes.scenes import place
 from ..shapes.spec import CANVAS, COLORS, SHAPES, Scene
 from ..shapes.verify import judge
 from ..report.grids import framed, grid
-from ..token_file import resolve_token_path
+from ..tokens.token_file import resolve_token_path
 from .generation import save_png
 from .resumable import ResumableRun, file_digest, folder_stamp
 

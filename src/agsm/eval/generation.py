@@ -1,7 +1,7 @@
 """Shared pieces of the generation-based evaluations (COCO, GenEval export, PIE-Bench).
 
 A model folder (+ optional soft tokens) becomes a pipeline with the model's recommended sampler, else METHOD.md's
-evaluation sampler for its architecture (agsm.sampler_defaults), on --device in --dtype (agsm.devices); every
+evaluation sampler for its architecture (agsm.backbones.sampler_defaults), on --device in --dtype (agsm.utils.devices); every
 image has its own seed, so any single image can be redrawn; images are written
 atomically and recorded in an append-only JSONL manifest, so a killed run resumes where it stopped.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from ..backbones.variants import add_variant_options, variant_from_args
-from ..devices import add_device_options, dtype_name, resolve_device_and_dtype
-from ..sampler_defaults import GUIDANCE_HELP, STEPS_HELP
+from ..utils.devices import add_device_options, dtype_name, resolve_device_and_dtype
+from ..backbones.sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def open_pipeline(model, tokens=None, uncond_tokens: str = "positive", device: s
     denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens."""
     from ..pipelines import load_soft_tokens
     from ..sample import default_size, load_pipeline
-    from ..sampler_defaults import resolve_sampler
+    from ..backbones.sampler_defaults import resolve_sampler
 
     if size is not None and size < 1:
         raise ValueError(f"--size {size} must be >= 1")
@@ -123,7 +123,7 @@ def save_png(image, path: Path) -> None:
 
 def write_json(path: Path, data) -> None:
     """Atomically (temporary file, fsync, rename): a crash or a full disk leaves the previous file whole."""
-    from ..atomic_files import write_json as write_atomically
+    from ..utils.atomic_files import write_json as write_atomically
 
     write_atomically(path, data, indent=2)
 

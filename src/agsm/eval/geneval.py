@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 
 from ..backbones.variants import variant_from_args
-from ..devices import resolve_device_and_dtype
-from ..progress import progress
+from ..utils.devices import resolve_device_and_dtype
+from ..utils.progress import progress
 from .generation import (add_model_args, check_same_config, generate, open_pipeline, run_config, sampler_dict,
                          save_png)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..atomic_files import write_text
+from ..utils.atomic_files import write_text
 from ..backbones.variants import add_variant_options, variant_from_args
-from ..devices import add_device_options, resolve_device, resolve_device_and_dtype
-from ..progress import progress
+from ..utils.devices import add_device_options, resolve_device, resolve_device_and_dtype
+from ..utils.progress import progress
 from .generation import (Manifest, check_same_config, default_label, metric_dtype, open_pipeline, report_command,
                          run_config, save_png, write_json)
 from .pie_data import EDITING_TYPES, decode_mask, read_mapping

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..atomic_files import write_json
+from ..utils.atomic_files import write_json
 from .generation import Manifest
 
 log = logging.getLogger(__name__)

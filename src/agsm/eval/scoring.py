@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..progress import progress
+from ..utils.progress import progress
 
 log = logging.getLogger(__name__)
 

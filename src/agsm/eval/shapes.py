@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic_files import write_json
-from ..devices import dtype_name, resolve_device_and_dtype
+from ..utils.atomic_files import write_json
+from ..utils.devices import dtype_name, resolve_device_and_dtype
 from ..pipelines import load_soft_tokens
-from ..progress import progress
+from ..utils.progress import progress
 from ..report.grids import framed, grid
 from ..sample import load_pipeline
 from ..shapes.evaluate import image_seed, judge_image, sampler_record, suite_jobs, summarize
@@ -34,7 +34,7 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
     steps / guidance None: the model's recommended sampler (the shipped models: 25 steps, guidance sd15 6, sd3 5),
-    else its architecture's (agsm.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
+    else its architecture's (agsm.backbones.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
     given; a run resumes only in the precision it started with. variant: another denoiser and/or a LoRA on the
     model (agsm.backbones.variants), part of the run's identity.
     """
@@ -105,7 +105,7 @@ def _draw_batch(pipe, run: ResumableRun, batch: list[tuple[int, dict, int]], see
 def _token_file(tokens) -> Path | None:
     if not tokens:
         return None
-    from ..token_file import resolve_token_path
+    from ..tokens.token_file import resolve_token_path
 
     return resolve_token_path(tokens)
 

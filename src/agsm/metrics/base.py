@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ..utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ..utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from .images import as_image_list, unit_batches
 from .inception import load_fid_inception
 

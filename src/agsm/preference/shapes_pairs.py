@@ -18,8 +18,8 @@ import json
 import random
 from pathlib import Path
 
-from ..atomic_files import write_bytes, write_json, write_text
-from ..progress import progress
+from ..utils.atomic_files import write_bytes, write_json, write_text
+from ..utils.progress import progress
 from ..shapes.dataset import training_samples
 from ..shapes.generate import generate, resolve_sampler
 from ..shapes.verify import verify
@@ -85,7 +85,7 @@ def _save_png(image, path: Path) -> None:
 def add_command(shapes_subparsers) -> None:
     """`agsm shapes pairs` under the `agsm shapes` tools."""
     from ..backbones.variants import add_variant_options
-    from ..devices import add_device_options
+    from ..utils.devices import add_device_options
 
     cmd = shapes_subparsers.add_parser("pairs", help="preference pairs: the model's own images of training prompts, "
                                                      "judged exactly (a correct vs an incorrect image)")

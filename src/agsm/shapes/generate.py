@@ -1,6 +1,6 @@
 """Sampling images from a ShapesWorld pipeline, one seed per image, so any image can be redrawn alone.
 
-Steps and guidance left out come from agsm.sampler_defaults: the model's recommended sampler (sampler.json in its
+Steps and guidance left out come from agsm.backbones.sampler_defaults: the model's recommended sampler (sampler.json in its
 folder), else its architecture's. The ShapesWorld recipes' recommendations, SHAPESWORLD_SAMPLERS, were each chosen
 once before scoring, 64x64, and ship in the models' folders (`agsm shapes pretrain` writes them):
 sd15-tiny: DDIM, 25 steps, classifier-free guidance 6.0;
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..backbones.t5_free import fast_sampling
-from ..sampler_defaults import resolve_sampler
+from ..backbones.sampler_defaults import resolve_sampler
 
 SHAPESWORLD_SAMPLERS = {"sd15": {"steps": 25, "guidance": 6.0}, "sdxl": {"steps": 25, "guidance": 6.0},
                         "sd3": {"steps": 25, "guidance": 5.0}}

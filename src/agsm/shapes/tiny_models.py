@@ -1,4 +1,4 @@
-"""The tiny ShapesWorld models' sizes: their parts, built with agsm.architectures' part builders.
+"""The tiny ShapesWorld models' sizes: their parts, built with agsm.backbones.architectures' part builders.
 
 SD1.5 architecture: word-level tokenizer, CLIP text encoder, VAE, UNet, DDIM scheduler (pretraining/sd15.py).
 SD3 architecture: tokenizer, two CLIP encoders with projection, MM-DiT, flow Euler scheduler, and the sd15-tiny
@@ -13,8 +13,8 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
-from .. import architectures as arch
-from ..architectures import word_tokenizer
+from ..backbones import architectures as arch
+from ..backbones.architectures import word_tokenizer
 from .spec import COLORS, NUMBER_WORDS, RELATIONS, SHAPES
 
 MAX_LENGTH = 16  # the longest caption is 10 words + bos + eos
@@ -28,7 +28,7 @@ def grammar_words() -> list[str]:
 
 
 def build_tokenizer(max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast:
-    """A CLIP-like word-level tokenizer over the grammar's words (see agsm.architectures.word_tokenizer)."""
+    """A CLIP-like word-level tokenizer over the grammar's words (see agsm.backbones.architectures.word_tokenizer)."""
     return word_tokenizer(grammar_words(), max_length)
 
 

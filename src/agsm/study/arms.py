@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import finished_checkpoints
-from ..config import load_config, parse_overrides
+from ..training.checkpoint import finished_checkpoints
+from ..training.config import load_config, parse_overrides
 from ..demo import BACKBONES, METHODS
 from ..eval.shapes import evaluate_shapes
 from ..sample import load_pipeline
 from ..shapes.dataset import write_training_set
 from ..shapes.suite import default_suite_path, write_eval_suite
-from ..train import train
+from ..training.loop import train
 from .quality import image_quality
 
 DEV_SUITE_SEED = 7

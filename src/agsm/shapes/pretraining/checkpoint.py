@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ...atomic_files import write_bytes
+from ...utils.atomic_files import write_bytes
 
 log = logging.getLogger(__name__)
 

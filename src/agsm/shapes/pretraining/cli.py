@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Path:
 def record_sampler(folder: Path, arch: str) -> None:
     """Ship the recipe's sampler with the model (sampler.json), so every agsm command draws it as it was scored."""
     from ..generate import SHAPESWORLD_SAMPLER_WHY, SHAPESWORLD_SAMPLERS
-    from ...sampler_defaults import write_model_sampler
+    from ...backbones.sampler_defaults import write_model_sampler
 
     if arch in SHAPESWORLD_SAMPLERS:
         sampler = SHAPESWORLD_SAMPLERS[arch]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ...utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
+from ...utils.progress import progress as progress_bar  # a tqdm bar in a terminal, whole lines in a log
 from ..dataset import training_samples
 from ..render import render
 from . import checkpoint

@@ -1,6 +1,6 @@
 """Every real architecture this project builds from a config, at any scale, with random weights (no download).
 
-    from agsm.architectures import build_pipeline
+    from agsm.backbones.architectures import build_pipeline
     pipe = build_pipeline("sd3", "toy", seed=0)   # a stock StableDiffusion3Pipeline, 32 px, on a CPU in seconds
 
 Scales:

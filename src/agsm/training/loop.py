@@ -11,8 +11,8 @@ preference objective (Diffusion-DPO, InPO, SPO: a LoRA or the whole denoiser; do
 
 Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
 from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
-non-finite loss or gradient is never applied (train_guard.py); the run folder has one owner (run_folder.py).
-What is trained is a small strategy (trainables.py): the loop below drives tokens and backbone weights alike.
+non-finite loss or gradient is never applied (training/guard.py); the run folder has one owner (training/run_folder.py).
+What is trained is a small strategy (training/trainables.py): the loop below drives tokens and backbone weights alike.
 Over 300 lines: the one training loop for tokens and preference objectives; its parts already live in their modules.
 """
 from __future__ import annotations
@@ -29,25 +29,25 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from .backbones.base import TextCond
-from .backbones.factory import load_backbone
+from ..backbones.base import TextCond
+from ..backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import PREFERENCE_METHODS, Config
-from .data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
-from .data.perturb import distinct_perturbations
-from .denoiser import update_ema
+from ..data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
+from ..data.perturb import distinct_perturbations
+from .denoisers import update_ema
 from .export import token_metadata
-from .objectives import DATA_KINDS, STEPS, PairBatch
-from .objectives.preference_batch import PreferenceBatch, PromptBatch
-from .objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
-from .progress import progress
+from ..objectives import DATA_KINDS, STEPS, PairBatch
+from ..objectives.preference_batch import PreferenceBatch, PromptBatch
+from ..objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
+from ..utils.progress import progress
 from .run_folder import claim_run_folder, forget_log_after, resume_point
-from .tokens import SoftTokens, install_tokens, placement_for
+from ..tokens import SoftTokens, install_tokens, placement_for
 from .trainables import TokenTrainable
-from .train_guard import StepGuard
-from .train_speed import prepare_denoiser
+from .guard import StepGuard
+from .speed import prepare_denoiser
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
-from .validation import make_validator
+from .validation_images import make_validator
 
 log = logging.getLogger("agsm.train")
 WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,7 +72,7 @@ def load_records(config: Config):
         raise ValueError(f"data.format pairs holds preference pairs, for method.name dpo, inpo or spo; "
                          f"{config.method.name} trains on images and captions (data.format imagefolder, coco, hf)")
     if data.format == "pairs":
-        from .preference.pair_data import PairColumns, read_pairs
+        from ..preference.pair_data import PairColumns, read_pairs
 
         columns = PairColumns(data.caption_column, data.image_0_column, data.image_1_column, data.label_column)
         return read_pairs(data.path, columns, split=data.split, builder=data.hf_builder, streaming=data.streaming,
@@ -122,9 +122,9 @@ def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
 
 
 def make_trainable(config: Config, backbone, accelerator):
-    """What this run trains (trainables.py): soft tokens for agsm / softrepa / dsm, the backbone for dpo / inpo / spo."""
+    """What this run trains (training/trainables.py): soft tokens for agsm / softrepa / dsm, the backbone for dpo / inpo / spo."""
     if config.method.name in PREFERENCE_METHODS:
-        from .preference.backbone_tuning import BackboneTrainable
+        from .backbone_tuning import BackboneTrainable
 
         return BackboneTrainable(config, backbone)
     tokens = make_tokens(config, backbone).to(accelerator.device)
@@ -145,7 +145,7 @@ def build_step_batch(dataset, ids, generator, accelerator, config: Config, devic
     if kind == "pairs":
         x0_w, x0_l = dataset.latents(ids)
         return PreferenceBatch(x0_w.to(device), x0_l.to(device), dataset.text(ids).to(device), dataset.captions(ids))
-    from .preference.pair_data import PairDataset
+    from ..preference.pair_data import PairDataset
 
     if isinstance(dataset, PairDataset):  # SPO on preference pairs: their prompts
         return PromptBatch(dataset.text(ids).to(device), dataset.captions(ids))
@@ -200,7 +200,7 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
 def train(config: Config, resume: bool | str | Path = False, overwrite: bool = False) -> Path:
     """Train into config.train.output_dir; returns the token file (or, for dpo / inpo / spo, the tuned denoiser's
     folder). The folder is locked for the run:
-    see run_folder.py for what --resume and --overwrite allow. `resume`: True or 'latest' continues from the
+    see training/run_folder.py for what --resume and --overwrite allow. `resume`: True or 'latest' continues from the
     latest checkpoint; a path, from that checkpoint (or run folder) of this run."""
     out = Path(config.train.output_dir)
     start = resume_point(resume, out)  # a --resume PATH that names no checkpoint of this run fails here
@@ -227,13 +227,13 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
                              resolution=config.model.resolution, variant=config.model.variant(),
                              **config.model.flow_options())
     backbone.to(accelerator.device)
-    # gradient checkpointing, channels_last, compile; the steps' attention precision (train_speed.py)
+    # gradient checkpointing, channels_last, compile; the steps' attention precision (training/speed.py)
     step_context = prepare_denoiser(backbone.denoiser, tc, accelerator.device, WEIGHT_DTYPES[tc.mixed_precision])
     cache_root = Path(config.data.cache_dir or out / "cache")  # the run's own, unless a shared one is named
     with accelerator.main_process_first():
         build = build_or_load_cache
         if config.data.format == "pairs":
-            from .preference.pair_data import build_or_load_pairs as build
+            from ..preference.pair_data import build_or_load_pairs as build
         dataset = build(records, backbone, backbone.resolution, cache_root, cache_text=config.data.cache_text,
                         min_size=config.data.min_size, progress=accelerator.is_main_process)
     global_batch = tc.images_per_step * accelerator.num_processes
@@ -282,7 +282,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         generator = step_generator(tc.seed, step, accelerator.process_index)
         batch = build_step_batch(dataset, ids, generator, accelerator, config, accelerator.device, backbone)
 
-        # The step's attention precision (train_speed.py) over forward and backward alike.
+        # The step's attention precision (training/speed.py) over forward and backward alike.
         with step_context():
             with accelerator.autocast():
                 loss, logs = step_fn(trainable.denoiser, batch, config.method, generator)
@@ -336,7 +336,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
 
 def _export_path(out: Path, trainable, backbone) -> Path:
     """Where the main process writes the run's result (what other processes return)."""
-    from .token_file import FILE_NAME
+    from ..tokens.token_file import FILE_NAME
 
     return out / (FILE_NAME if trainable.kind == "tokens" else backbone.denoiser_name)
 

@@ -74,7 +74,7 @@ class ModelConfig:
 
     def variant(self):
         """The backbone variant (another denoiser, a LoRA) these options name; stock when both are empty."""
-        from .backbones.variants import BackboneVariant
+        from ..backbones.variants import BackboneVariant
 
         return BackboneVariant(self.denoiser or None, self.lora or None, self.lora_scale, self.fuse_lora)
 
@@ -327,7 +327,7 @@ class TrainConfig:
         "help": "no | bf16 | fp16: the frozen backbone's weights and autocast (fp16 adds loss scaling)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the denoiser's activations in the backward pass: less memory, slower steps"})
-    # Speed options (train_speed.py says what each does and why; benchmarks/step_options.py measures them).
+    # Speed options (training/speed.py says what each does and why; benchmarks/step_options.py measures them).
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the denoiser: faster steps once compiled; the first steps compile (minutes on a CPU "
                 "with a cold cache)"})
@@ -353,7 +353,7 @@ class TrainConfig:
         "help": "which tokens are the run's soft_tokens.safetensors: online (the trained tokens, what the public "
                 "code samples with) | ema (their moving average); the other is written beside it as "
                 "soft_tokens_ema.safetensors or soft_tokens_online.safetensors"})
-    # Tracking and validation images (docs/data.md "Tracking and validation images"; trackers.py, validation.py).
+    # Tracking and validation images (docs/data.md "Tracking and validation images"; training/trackers.py, training/validation_images.py).
     report_to: str = field(default="tensorboard", metadata={
         "help": "where metrics and validation images go: tensorboard (<output_dir>/agsm) | wandb | all | none; "
                 "train_log.jsonl is written in every case"})
@@ -413,7 +413,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        from .atomic_files import write_text
+        from ..utils.atomic_files import write_text
 
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -25,8 +25,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import atomic_files
-from .errors import AgsmError
+from ..utils import atomic_files
+from ..errors import AgsmError
 
 FORMAT = "agsm-train-state-1"
 STATE, RNG = "train_state", "rng"

@@ -4,7 +4,7 @@ With `train.validation_prompts` set, the trainer draws one image per prompt ever
 and at the last step with the current online tokens, and once at step 0 without any tokens (the base model),
 for comparison. Image i of every round uses seed `train.validation_seed + i`, so rounds differ only by the
 tokens. Files: <output_dir>/validation/step-N/<i>.png (written atomically) and run.json (prompts, seeds,
-sampler); the images also go to the run's trackers with their prompts as captions (trackers.py).
+sampler); the images also go to the run's trackers with their prompts as captions (training/trackers.py).
 
 The pipeline is the backbone's own stock pipeline class made from its loaded modules (as diffusers `from_pipe`
 does: no second copy of the weights) with a fresh evaluation scheduler, DDIM for UNet models as `agsm sample`
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic_files import write_bytes, write_json
-from .sampler_defaults import resolve_sampler_settings
+from ..utils.atomic_files import write_bytes, write_json
+from ..backbones.sampler_defaults import resolve_sampler_settings
 from .trackers import log_images
 
 FOLDER = "validation"

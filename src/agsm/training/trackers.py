@@ -14,7 +14,7 @@ import importlib
 import re
 from pathlib import Path
 
-from .errors import AgsmError
+from ..errors import AgsmError
 
 REPORT_TO = ("tensorboard", "wandb", "all", "none")
 TRACKERS = {"tensorboard": ["tensorboard"], "wandb": ["wandb"], "all": ["tensorboard", "wandb"], "none": []}

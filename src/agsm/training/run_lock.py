@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import AgsmError
+from ..errors import AgsmError
 
 log = logging.getLogger("agsm.train")
 LOCK_NAME = "train.lock"

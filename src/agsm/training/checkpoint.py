@@ -1,4 +1,4 @@
-"""Atomic training checkpoints: folders of safetensors plus JSON (train_state.py), written whole or not at all.
+"""Atomic training checkpoints: folders of safetensors plus JSON (training/checkpoint_files.py), written whole or not at all.
 
 Checkpoints are `<run>/checkpoints/checkpoint-N`, N the step without padding (the name diffusers' training
 scripts use), ordered by N as a number. Folders named `step-XXXXXXXX` by earlier agsm versions are read too,
@@ -13,9 +13,9 @@ import re
 import shutil
 from pathlib import Path
 
-from . import train_state
-from .atomic_files import DiskFullError, is_disk_full
-from .train_state import CheckpointError
+from . import checkpoint_files as train_state
+from ..utils.atomic_files import DiskFullError, is_disk_full
+from .checkpoint_files import CheckpointError
 
 PREFIX = "checkpoint-"
 # checkpoint-N, or step-XXXXXXXX written before the diffusers-style name; a `.tmp` suffix never matches.

@@ -1,4 +1,4 @@
-"""What a run trains, as a small strategy the trainer (train.py) drives without knowing which it is.
+"""What a run trains, as a small strategy the trainer (training/loop.py) drives without knowing which it is.
 
 - TokenTrainable: soft tokens on a frozen backbone (methods agsm, softrepa, dsm), with their EMA.
 - preference.backbone_tuning.BackboneTrainable: a LoRA on the denoiser, or the whole denoiser, against a frozen
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .denoiser import TokenDenoiser, update_ema
+from .denoisers import TokenDenoiser, update_ema
 
 
 class TokenTrainable:

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_files import write_json
+from ..utils.atomic_files import write_json
 from ..backbones.base import TextCond
 from ..backbones.variants import content_hash, forget_content_hash
-from ..denoiser import BackboneDiffusion
+from .denoisers import BackboneDiffusion
 from ..objectives.inpo import inversion_schedule
-from .scorers import load_scorer
+from ..preference.scorers import load_scorer
 
 ADAPTER = "agsm_tuned"
 LORA_FILE = "pytorch_lora_weights.safetensors"

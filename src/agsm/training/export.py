@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from . import train_state
+from . import checkpoint_files as train_state
 from .checkpoint import find_checkpoint
-from .token_file import FILE_NAME, save_tokens
-from .tokens import SoftTokens
+from ..tokens.token_file import FILE_NAME, save_tokens
+from ..tokens import SoftTokens
 
 log = logging.getLogger("agsm.export")
 WEIGHTS = ("online", "ema")
@@ -123,8 +123,8 @@ def _run_config_weights(run: Path) -> str:
 
 def _metadata_from_run(run: Path, folder: Path) -> dict:
     """Token metadata of a checkpoint that predates storing it: from config.yaml and the backbone it names."""
-    from .backbones.factory import load_backbone
-    from .tokens import placement_for
+    from ..backbones.factory import load_backbone
+    from ..tokens import placement_for
 
     config = _run_config(run)
     if config is None:

@@ -1,6 +1,6 @@
 """Who may write into a training run folder, and whether a resumed run is still the run it continues.
 
-`claim_run_folder` takes the folder's lock (run_lock.py), then:
+`claim_run_folder` takes the folder's lock (training/run_lock.py), then:
 - without --resume, a folder that already holds a run (checkpoints or a token file) is refused, unless
   --overwrite, which deletes that run's checkpoints, tokens and logs first; otherwise a new run would prune
   the old run's checkpoints by name and a later --resume would mix the two;
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import yaml
 
-from . import atomic_files
+from ..utils import atomic_files
 from .checkpoint import checkpoint_dir, finished_checkpoints, run_of
 from .config import Config, from_dict
-from .errors import AgsmError
+from ..errors import AgsmError
 from .run_lock import RunLock
-from .token_file import FILE_NAME
+from ..tokens.token_file import FILE_NAME
 
 log = logging.getLogger("agsm.train")
 CONFIG_NAME = "config.yaml"

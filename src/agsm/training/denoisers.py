@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .backbones.base import TextCond
+from ..backbones.base import TextCond
 
 
 class BackboneDiffusion:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AgsmError
+from ..errors import AgsmError
 
 log = logging.getLogger("agsm.train")
 

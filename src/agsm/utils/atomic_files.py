@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import AgsmError
+from ..errors import AgsmError
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 

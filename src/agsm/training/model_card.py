@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 from safetensors import safe_open
 
-from .atomic_files import write_text
-from .token_file import FILE_NAME
+from ..utils.atomic_files import write_text
+from ..tokens.token_file import FILE_NAME
 
 CARD_NAME = "README.md"
 LOG_NAME = "train_log.jsonl"

@@ -9,7 +9,7 @@ num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step,
 trained tokens or their moving average; absent in older files), trained_on (JSON: the model folder's name, the
 denoiser and LoRA it was swapped for, and the denoiser's content hash, agsm.backbones.variants; absent in older
 files), and digest (SHA-256 of the
-metadata and tensors, token_checks.py). Non-finite tokens are never written, and a file that is non-finite,
+metadata and tensors, tokens/checks.py). Non-finite tokens are never written, and a file that is non-finite,
 inconsistent or changed after writing is refused on load.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from . import atomic_files
-from .token_checks import check_token_file, digest
-from .tokens import SoftTokens
+from ..utils import atomic_files
+from .checks import check_token_file, digest
+from . import SoftTokens
 
 FORMAT_VERSION = "1"
 FILE_NAME = "soft_tokens.safetensors"

@@ -55,7 +55,7 @@ def read_model_sampler(folder) -> SamplerSettings | None:
 
 def write_model_sampler(folder, steps: int, guidance: float, why: str) -> Path:
     """Record a model's recommended sampler in its folder (read back by read_model_sampler)."""
-    from .atomic_files import write_json
+    from ..utils.atomic_files import write_json
 
     path = Path(folder) / SAMPLER_FILE
     write_json(path, {"steps": int(steps), "guidance": float(guidance), "why": why}, indent=2)
@@ -64,7 +64,7 @@ def write_model_sampler(folder, steps: int, guidance: float, why: str) -> Path:
 
 def default_sampler(pipe) -> SamplerSettings:
     """The model's recommended sampler (the folder the pipeline was loaded from), else its architecture's."""
-    from .pipelines import pipeline_architecture
+    from ..pipelines import pipeline_architecture
 
     recommended = read_model_sampler(getattr(pipe, "name_or_path", None))
     return recommended or ARCHITECTURE_SAMPLERS[pipeline_architecture(pipe)]
