@@ -77,7 +77,7 @@ class Bench:
     """One configured training step: `step(i, meter)` runs step i; a PhaseMeter (flops.py) splits it into phases."""
 
     def __init__(self, model: str, method: str, mode: str, images: int, latent: int, precision: str, device: str):
-        from agsm.training.config import MethodConfig
+        from agsm.objectives import get_method
         from agsm.training.denoisers import TokenDenoiser
         from agsm.objectives.pairs import in_batch_captions
         from agsm.tokens import SoftTokens, install_tokens, placement_for
@@ -101,8 +101,9 @@ class Bench:
         self.optimizer = torch.optim.AdamW(self.tokens.parameters(), lr=1e-3)
         # Public code: SoftREPA's diagonal term d = 10 on UNets, 0 on SD3; AGSM on SD3 uses gamma_neg 0.1.
         diagonal = 10.0 if method == "softrepa" and backbone.family == "unet" else 0.0
-        self.config = MethodConfig(name=method, diagonal_weight=diagonal,
-                                   gamma_neg=0.1 if backbone.family == "mmdit" else 1.0)
+        own = {"diagonal_weight": diagonal} if method == "softrepa" else \
+            {"gamma_neg": 0.1 if backbone.family == "mmdit" else 1.0}
+        self.config = get_method(method).options(**own)
         self.index, self.pos = in_batch_captions(images, images)
         self.autocast_dtype = None if precision == "fp32" else DTYPES[precision]
         if mode == "ours" and self.autocast_dtype is not None:
@@ -127,7 +128,7 @@ class Bench:
     def _step(self, step: int, meter=None) -> None:
         from agsm.backbones.base import TextCond
         from agsm.training.denoisers import update_ema
-        from agsm.objectives import STEPS, PairBatch
+        from agsm.objectives import PairBatch, get_method
         from agsm.objectives.pairs import per_pair_mse
 
         meter = meter or NullMeter()
@@ -142,7 +143,7 @@ class Bench:
                 x0, text = self.cached_x0, self.cached_text
             batch = PairBatch(x0, TextCond(**text.tensors()), self.index, self.pos)
             if self.mode == "public" and self.method == "softrepa" and config.diagonal_weight > 0:
-                loss = STEPS[self.method](denoiser, batch, replace(config, diagonal_weight=0.0), g)[0]
+                loss = get_method(self.method).step(denoiser, batch, replace(config, diagonal_weight=0.0), g)[0]
                 g2 = torch.Generator().manual_seed(step)  # same t and eps: recompute the positive pairs
                 t = backbone.sample_timesteps(images, g2).to(device)
                 eps = torch.randn(x0.shape, generator=g2).to(device)
@@ -150,7 +151,7 @@ class Bench:
                                 torch.zeros_like(t, dtype=torch.long))
                 loss = loss + config.diagonal_weight * per_pair_mse(pred, backbone.target(x0, eps, t)).mean()
             else:
-                loss = STEPS[self.method](denoiser, batch, config, g)[0]
+                loss = get_method(self.method).step(denoiser, batch, config, g)[0]
         with meter.phase("backward"):
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         with meter.phase("optimizer"):

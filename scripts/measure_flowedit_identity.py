@@ -15,6 +15,7 @@ import json
 import numpy as np
 import torch
 
+from agsm.cli_options import add_model_options
 from agsm.editing import edit
 from agsm.editing.latents import decode_latents, encode_image
 from agsm.editing.preservation import psnr
@@ -25,7 +26,8 @@ from agsm.shapes.render import render
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    add_model_options(parser, model_help="a 64 px ShapesWorld pipeline folder of FlowEdit's architecture, SD3 (e.g. "
+                                         "src/agsm/shapes/models/sd3-tiny)", tokens=False, uncond_tokens=False)
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

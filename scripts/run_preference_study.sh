@@ -56,10 +56,10 @@ common=(--model.path "$MODEL" --model.resolution null --data.path "$OUT/pairs" -
         --tune.params lora --tune.lora_rank 8 --tune.export_pipeline true --train.log_every 25)
 settings() {
   case $1 in
-    dpo)  echo "--train.steps ${PREF_STEPS:-${DPO_STEPS:-500}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 5000" ;;
-    inpo) echo "--train.steps ${PREF_STEPS:-${INPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.dpo_beta 2000" ;;
-    spo)  echo "--train.steps ${PREF_STEPS:-${SPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.spo_steps 25
-                --method.spo_guidance 6 --method.spo_divert_start 4 --method.spo_scorer shapes_judge
+    dpo)  echo "--train.steps ${PREF_STEPS:-${DPO_STEPS:-500}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.beta 5000" ;;
+    inpo) echo "--train.steps ${PREF_STEPS:-${INPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.beta 2000" ;;
+    spo)  echo "--train.steps ${PREF_STEPS:-${SPO_STEPS:-200}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.steps 25
+                --method.guidance 6 --method.divert_start 4 --method.scorer shapes_judge
                 --data.format pairs --data.caption_column caption" ;;
   esac
 }

@@ -16,19 +16,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from PIL import Image
 
+from agsm.cli_options import SHAPES_PIPELINE_HELP, add_model_options, add_sampler_options
 from agsm.sample import load_pipeline
 from agsm.shapes.evaluate import score_suite
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    add_model_options(parser, model_help=SHAPES_PIPELINE_HELP, tokens=False, uncond_tokens=False)
     parser.add_argument("--out", default=None)
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance", type=float, default=None)
+    add_sampler_options(parser)
     parser.add_argument("--grid", default=None, help="also save the images as one PNG grid, a row per category")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

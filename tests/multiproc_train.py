@@ -11,15 +11,15 @@ from agsm.training.loop import train
 if __name__ == "__main__":
     out_prefix, overrides = sys.argv[1], sys.argv[2:]
     captured = {}
-    import agsm.training.loop as train_module
+    from agsm.training.trainables import TokenTrainable
 
-    original = train_module.update_ema
+    original = TokenTrainable.after_step
 
-    def spy(ema_tokens, tokens, decay):  # keep a handle on this process's live tokens
-        captured["tokens"] = tokens
-        original(ema_tokens, tokens, decay)
+    def spy(self):  # keep a handle on this process's live tokens
+        captured["tokens"] = self.trained
+        original(self)
 
-    train_module.update_ema = spy
+    TokenTrainable.after_step = spy
     train(load_config(None, overrides))
     rank = PartialState().process_index
     save_file({k: v.detach().contiguous() for k, v in captured["tokens"].state_dict().items()},

@@ -8,7 +8,7 @@ import torch
 from agsm.backbones.factory import load_backbone
 from agsm.training.config import load_config
 from agsm.objectives.preference_batch import PreferenceBatch, PromptBatch
-from agsm.training.backbone_tuning import BackboneTrainable
+from agsm.training.backbone_trainable import BackboneTrainable
 
 
 def tuned(model_dir, params="lora", method="dpo", **method_options):

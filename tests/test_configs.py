@@ -9,6 +9,7 @@ import pytest
 
 from agsm.training import config as config_module
 from agsm.cli import main
+from agsm.objectives import get_method, method_names
 from agsm.training.config import Config, load_config, option_help, shipped_configs
 
 ROOT = Path(__file__).parents[1]
@@ -99,9 +100,14 @@ def test_train_loads_a_shipped_config_by_name(tmp_path, monkeypatch):
 
 
 def _all_fields():
+    """(prefix, fields) of Config itself, then of every section: the method section once per registered method."""
     yield "", dataclasses.fields(Config)
     for section in dataclasses.fields(Config):
-        yield section.name + ".", dataclasses.fields(section.default_factory)
+        if section.name == "method":
+            for name in method_names():
+                yield "method.", dataclasses.fields(get_method(name).options)
+        else:
+            yield section.name + ".", dataclasses.fields(section.default_factory)
 
 
 def test_every_config_field_carries_its_help():
@@ -117,18 +123,31 @@ def test_train_help_lists_every_option_with_type_default_and_help(capsys, monkey
     assert exc.value.code == 0
     flat = " ".join(capsys.readouterr().out.split())
     positions = []
-    for section in dataclasses.fields(Config):
-        header = flat.index(f"{section.name} options: {section.metadata['help']}")
+    for section, about, options in option_help():
+        header = flat.index(f"{section} options: {about}")
         positions.append(header)
-        for f in dataclasses.fields(section.default_factory):
-            flag = f"--{section.name}.{f.name}"
-            start = flat.index(f"{flag} ", header)  # listed after its section's heading
+        for flag, metavar, text in options:
+            start = flat.index(f"{flag} {metavar} ", header)  # listed after its section's heading
             shown = flat[start:start + 600]
-            assert " ".join(f.metadata["help"].split())[:40] in shown, flag
+            assert " ".join(text.split())[:40] in shown, flag
             assert "(default: " in shown, flag
-    assert positions == sorted(positions)  # grouped: model, data, tokens, method, train in order
+    assert positions == sorted(positions)  # grouped: model, data, tokens, method (then each method), tune, train
     assert "--train.steps INT" in flat and "--tokens.stages LIST[STR]" in flat and "--model.resolution INT|NULL" in flat
     assert "(default: 1000)" in flat and "shipped configs (--config NAME): sd15, sd15-dpo, sd15-inpo, sd15-softrepa, sd15-spo, sd3, sdxl" in flat
+
+
+def test_each_method_lists_its_own_options_and_defaults_under_its_heading():
+    table = {section: {flag: text for flag, _, text in options} for section, _, options in option_help()}
+    assert list(table)[3:10] == ["method", "method.name agsm", "method.name softrepa", "method.name dsm",
+                                 "method.name dpo", "method.name inpo", "method.name spo"]
+    assert table["method.name agsm"]["--method.temperature"].endswith("(default: 0.1)")
+    assert table["method.name softrepa"]["--method.temperature"].endswith("(default: 0.07)")
+    assert table["method.name softrepa"]["--method.scale"].endswith("(default: 4)")
+    assert table["method.name dpo"]["--method.beta"].endswith("(default: 5000)")
+    assert table["method.name inpo"]["--method.beta"].endswith("(default: 5000)")
+    assert table["method.name spo"]["--method.beta"].endswith("(default: 10)")
+    assert table["method.name spo"]["--method.steps"].endswith("(default: 20)")
+    assert "--method.gamma_neg" not in table["method.name softrepa"]
 
 
 def test_options_still_parse_as_overrides_after_the_help_lists_them(capsys):
@@ -143,7 +162,9 @@ def test_options_still_parse_as_overrides_after_the_help_lists_them(capsys):
 
 def test_option_help_covers_every_field_exactly_once():
     listed = [flag for _, _, options in option_help() for flag, _, _ in options]
-    expected = [f"--{prefix}{f.name}" for prefix, fields in list(_all_fields())[1:] for f in fields]
+    expected = []
+    for prefix, fields in list(_all_fields())[1:]:
+        expected += [f"--{prefix}{f.name}" for f in fields if f"--{prefix}{f.name}" not in expected or f.name != "name"]
     assert listed == expected
 
 
@@ -162,3 +183,103 @@ def test_keep_checkpoints_is_a_deprecated_alias_of_checkpoints_total_limit(tmp_p
     assert load_config(None, ["--train.checkpoints_total_limit", "null"]).train.checkpoints_total_limit is None
     with pytest.raises(ValueError, match="train.checkpoints_total_limit 0 must be >= 1"):
         load_config(None, ["--train.checkpoints_total_limit", "0"])
+
+
+# The method section a config.yaml of the previous version holds: every method's options in one bag (its defaults).
+OLD_METHOD_SECTION = {
+    "name": "agsm", "gamma_pos": 1.0, "gamma_neg": 1.0, "temperature": 0.1, "reward_space": "target",
+    "shared_tokens": False, "bradley_terry": False, "ema_decay": 0.9999, "ema_init": "copy", "hard_negatives": 0.0,
+    "hard_negative_kinds": ["color", "shape", "count", "relation"], "noise_sharing": "image", "ema_at": "auto",
+    "ema_step": 1000 / 28, "softrepa_temperature": 0.07, "softrepa_scale": 4.0, "diagonal_weight": 0.0,
+    "dpo_beta": 5000.0, "inpo_inversion_steps": 10, "inpo_inversion_eta": 0.1, "inpo_invert_with": "policy",
+    "spo_steps": 20, "spo_eta": 1.0, "spo_guidance": 5.0, "spo_candidates": 4, "spo_divert_start": 4,
+    "spo_threshold": 0.3, "spo_beta": 10.0, "spo_clip": 0.1, "spo_scorer": "shapes_judge"}
+
+
+def _old_run(folder: Path, **method) -> Path:
+    import yaml
+
+    folder.mkdir(parents=True)
+    old = Config().to_dict()
+    old["method"] = {**OLD_METHOD_SECTION, **method}
+    (folder / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    return folder
+
+
+@pytest.mark.parametrize("name,old,new", [
+    ("softrepa", {"softrepa_temperature": 0.05, "softrepa_scale": 3.0, "diagonal_weight": 10.0,
+                  "noise_sharing": "batch"},
+     {"temperature": 0.05, "scale": 3.0, "diagonal_weight": 10.0, "noise_sharing": "batch"}),
+    ("agsm", {"gamma_neg": 0.1, "temperature": 0.2, "ema_init": "independent"},
+     {"gamma_neg": 0.1, "temperature": 0.2, "ema_init": "independent"}),
+    ("dsm", {"ema_decay": 0.9}, {"ema_decay": 0.9}),
+    ("dpo", {"dpo_beta": 500.0}, {"beta": 500.0}),
+    ("inpo", {"dpo_beta": 2000.0, "inpo_inversion_steps": 5, "inpo_invert_with": "reference"},
+     {"beta": 2000.0, "inversion_steps": 5, "invert_with": "reference"}),
+    ("spo", {"spo_steps": 25, "spo_guidance": 6.0, "spo_beta": 12.0, "spo_scorer": "preference_helpers:brightness"},
+     {"steps": 25, "guidance": 6.0, "beta": 12.0, "scorer": "preference_helpers:brightness"}),
+])
+def test_resume_reads_the_one_bag_method_section_of_an_older_run(name, old, new, tmp_path, caplog, monkeypatch):
+    """`agsm train --resume RUN` on a run written before each method had its own options: the named method's old
+    prefixed options are read under their new names, the other methods' dropped, all in one warning."""
+    import agsm.training.loop as train_module
+
+    run = _old_run(tmp_path / "run", name=name, **old)
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda config, **kw: seen.setdefault("config", config))
+    with caplog.at_level(logging.WARNING, logger="agsm.config"):
+        main(["train", "--resume", str(run)])
+    method = seen["config"].method
+    assert type(method) is get_method(name).options
+    assert method == get_method(name).options(**new)  # every other option at the method's own default
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agsm.config"]
+    assert len(warnings) == 1, warnings
+    assert "dropped method." in warnings[0] and f"this run's method is {name}" in warnings[0]
+    for old_name, new_name in (("softrepa_temperature", "temperature"), ("dpo_beta", "beta"), ("spo_steps", "steps")):
+        renamed = f"method.{old_name} is deprecated: it is now called method.{new_name}"
+        assert (renamed in warnings[0]) == (old_name in old or (name, old_name) in {("inpo", "dpo_beta")}), renamed
+    # the run folder's own check (training/run_folder.py) reads the saved file the same way
+    assert config_module.from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text())).method == method
+
+
+def test_an_old_softrepa_run_does_not_take_agsms_temperature(tmp_path):
+    run = _old_run(tmp_path / "run", name="softrepa")  # its bag holds agsm's temperature 0.1 beside softrepa's 0.07
+    assert load_config(run / "config.yaml").method.temperature == 0.07
+
+
+def test_an_option_of_another_method_names_its_owner():
+    with pytest.raises(ValueError, match=r"method.gamma_neg is an option of agsm, not of softrepa; valid softrepa "
+                                         r"options: \[.*'scale'"):
+        load_config(None, ["--method.name", "softrepa", "--method.gamma_neg", "0"])
+    with pytest.raises(ValueError, match="method.diagonal_weight is an option of softrepa, not of agsm"):
+        load_config(None, ["--method.diagonal_weight", "10"])
+    with pytest.raises(ValueError, match="method.beta is an option of dpo, inpo and spo, not of agsm"):
+        load_config(None, ["--method.beta", "10"])
+    with pytest.raises(ValueError, match=r"unknown options \['method.tempreature'\]; valid method options of "
+                                         r"softrepa: \[.*'temperature'"):
+        load_config(None, ["--method.name", "softrepa", "--method.tempreature", "0.1"])
+    with pytest.raises(ValueError, match="method.divert_start 20 must be in \\[0, steps 20\\)"):
+        load_config(None, ["--method.name", "spo", "--method.divert_start", "20"])
+
+
+def test_each_method_keeps_todays_defaults():
+    assert (load_config(None, []).method.temperature, load_config(None, []).method.ema_decay) == (0.1, 0.9999)
+    softrepa = load_config(None, ["--method.name", "softrepa"]).method
+    assert (softrepa.temperature, softrepa.scale, softrepa.diagonal_weight) == (0.07, 4.0, 0.0)
+    assert load_config(None, ["--method.name", "dpo"]).method.beta == 5000.0
+    assert load_config(None, ["--method.name", "inpo"]).method.beta == 5000.0
+    spo = load_config(None, ["--method.name", "spo"]).method
+    assert (spo.steps, spo.beta, spo.clip, spo.scorer) == (20, 10.0, 0.1, "shapes_judge")
+    assert load_config(None, ["--method.name", "dsm"]).to_dict()["method"] == {
+        "name": "dsm", "noise_sharing": "image", "hard_negatives": 0.0,
+        "hard_negative_kinds": ["color", "shape", "count", "relation"], "bradley_terry": False, "ema_decay": 0.9999,
+        "ema_init": "copy"}
+
+
+def test_another_method_on_the_command_line_keeps_only_the_shared_options_of_the_file(caplog):
+    with caplog.at_level(logging.WARNING, logger="agsm.config"):
+        config = load_config("sd15", ["--method.name", "softrepa"])
+    # sd15's ema_init / ema_decay are the token family's: softrepa has them; agsm's temperature is not softrepa's
+    assert config.method.ema_init == "independent" and config.method.temperature == 0.07
+    assert "method.gamma_neg, method.gamma_pos, method.temperature are not options of softrepa" in caplog.text
+    assert load_config("sd15-dpo", ["--method.name", "inpo"]).method.beta == 5000.0  # InPO's beta is DPO's

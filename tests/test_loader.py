@@ -7,7 +7,7 @@ import pytest
 
 from token_file_helpers import fresh_pipeline, images, write_token_file
 
-from agsm import (list_soft_tokens, load_soft_tokens, remove_soft_tokens, set_soft_tokens_adapter,
+from agsm import (list_soft_tokens, load_soft_tokens, set_soft_tokens_adapter,
                   set_soft_tokens_scale, unload_soft_tokens)
 from agsm.tokens.token_file import FILE_NAME
 
@@ -51,7 +51,7 @@ def test_adapters_load_switch_and_unload(sd15, tmp_path):
     set_soft_tokens_adapter(pipe, "default")
     np.testing.assert_array_equal(images(pipe), with_first)
     assert unload_soft_tokens(pipe) and list_soft_tokens(pipe) == {}
-    assert not unload_soft_tokens(pipe) and not remove_soft_tokens(pipe)
+    assert not unload_soft_tokens(pipe)
     np.testing.assert_array_equal(images(pipe), stock)
 
 

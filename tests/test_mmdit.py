@@ -5,7 +5,7 @@ import torch
 
 from agsm.backbones.mmdit import MMDiTBackbone
 from agsm.backbones.parameterization import sample_flow_timesteps
-from agsm.training.config import MethodConfig
+from agsm.objectives import AgsmOptions
 from agsm.objectives.agsm import ema_point
 from agsm.backbones.architectures import tiny_sd3_pipeline
 from agsm.tokens import NEGATIVE, POSITIVE, MMDiTTokenInjector, SoftTokens
@@ -147,15 +147,15 @@ class _FlowDenoiser:
 def test_ema_prediction_point_is_one_euler_step_earlier_on_flow_models():
     x0, eps, t = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([100.0, 990.0])
     x_t = _FlowDenoiser().add_noise(x0, eps, t)
-    x_prev, t_prev = ema_point(_FlowDenoiser(), x0, eps, x_t, t, MethodConfig(ema_step=20.0))  # auto
+    x_prev, t_prev = ema_point(_FlowDenoiser(), x0, eps, x_t, t, AgsmOptions(ema_step=20.0))  # auto
     torch.testing.assert_close(t_prev, torch.tensor([120.0, 1000.0]))  # clamped at pure noise
     torch.testing.assert_close(x_prev[0], x_t[0] + 0.02 * (eps[0] - x0[0]))  # x_{t+dt} = x_t + dt (eps - x0)
-    same, t_same = ema_point(_FlowDenoiser(), x0, eps, x_t, t, MethodConfig(ema_at="x_t"))
+    same, t_same = ema_point(_FlowDenoiser(), x0, eps, x_t, t, AgsmOptions(ema_at="x_t"))
     assert same is x_t and t_same is t
     unet = type("UNetDenoiser", (), {"is_flow": False})()
-    assert ema_point(unet, x0, eps, x_t, t, MethodConfig())[0] is x_t  # auto = x_t on UNets
+    assert ema_point(unet, x0, eps, x_t, t, AgsmOptions())[0] is x_t  # auto = x_t on UNets
     with pytest.raises(ValueError, match="flow backbones"):
-        ema_point(unet, x0, eps, x_t, t, MethodConfig(ema_at="previous_step"))
+        ema_point(unet, x0, eps, x_t, t, AgsmOptions(ema_at="previous_step"))
 
 
 def test_collapsed_zero_tokens_give_the_stock_predictions_with_soft_tokens_in_place():

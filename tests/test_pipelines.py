@@ -4,7 +4,7 @@ import pytest
 
 from token_file_helpers import fresh_pipeline as _fresh, images as _images, write_token_file
 
-from agsm import load_soft_tokens, remove_soft_tokens
+from agsm import load_soft_tokens, unload_soft_tokens
 
 
 @pytest.mark.parametrize("model", ["sd15_dir", "sdxl_dir", "sd3_dir"])
@@ -16,7 +16,7 @@ def test_tokens_change_images_and_removal_restores(model, request, tmp_path):
     load_soft_tokens(pipe, token_file)
     with_tokens = _images(pipe)
     assert np.abs(with_tokens - untouched).max() > 1e-3
-    assert remove_soft_tokens(pipe)
+    assert unload_soft_tokens(pipe)
     np.testing.assert_array_equal(_images(pipe), untouched)
 
 
@@ -27,7 +27,7 @@ def test_unconditional_branch_options(sd15_dir, tmp_path):
     for mode in ("positive", "negative", "none"):
         load_soft_tokens(pipe, token_file, uncond_tokens=mode)
         results[mode] = _images(pipe)
-    remove_soft_tokens(pipe)
+    unload_soft_tokens(pipe)
     assert np.abs(results["positive"] - results["negative"]).max() > 1e-4
     assert np.abs(results["positive"] - results["none"]).max() > 1e-4
 
@@ -68,4 +68,4 @@ def test_sd3_branch_options_and_block_count(sd3_dir, tmp_path):
     too_many = write_token_file(tmp_path / "deep", pipe, blocks=len(pipe.transformer.transformer_blocks) + 1)
     with pytest.raises(ValueError, match="blocks but this transformer has"):
         load_soft_tokens(pipe, too_many)
-    assert remove_soft_tokens(pipe) and not hasattr(pipe, "_agsm_tokens")
+    assert unload_soft_tokens(pipe) and not hasattr(pipe, "_agsm_tokens")

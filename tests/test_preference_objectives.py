@@ -35,7 +35,7 @@ def test_dpo_step_is_the_papers_formula(sd15_dir):
     and a reference UNet loaded afresh from disk; x_t from diffusers' DDPMScheduler.add_noise."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    config, backbone, trainable = tuned(sd15_dir, method="dpo", dpo_beta=200.0)
+    config, backbone, trainable = tuned(sd15_dir, method="dpo", beta=200.0)
     batch = pair_batch(backbone)
     loss, _ = dpo_step(trainable.denoiser, batch, config.method, torch.Generator().manual_seed(5))
 
@@ -75,7 +75,7 @@ def _lowers(step, config, trainable, batch, steps=8, lr=1e-2, seed=3):
 
 @pytest.mark.parametrize("params", ["lora", "full"])
 def test_dpo_lowers_its_loss_on_a_fixed_batch(sd15_dir, params):
-    config, backbone, trainable = tuned(sd15_dir, params=params, method="dpo", dpo_beta=500.0)
+    config, backbone, trainable = tuned(sd15_dir, params=params, method="dpo", beta=500.0)
     before, after = _lowers(dpo_step, config, trainable, pair_batch(backbone), lr=1e-2 if params == "lora" else 1e-4)
     assert after < before - 0.01, (before, after)
 
@@ -104,8 +104,8 @@ def test_inpo_step_is_the_papers_formula(sd15_dir):
     through the grid timesteps below t with the policy UNet, eps re-derived at t, then Diffusion-DPO."""
     from diffusers import DDIMInverseScheduler, UNet2DConditionModel
 
-    config, backbone, trainable = tuned(sd15_dir, method="inpo", dpo_beta=200.0, inpo_inversion_eta=0.0,
-                                        inpo_inversion_steps=5)
+    config, backbone, trainable = tuned(sd15_dir, method="inpo", beta=200.0, inversion_eta=0.0,
+                                        inversion_steps=5)
     batch = pair_batch(backbone)
     loss, _ = inpo_step(trainable.denoiser, batch, config.method, torch.Generator().manual_seed(11))
 
@@ -140,8 +140,8 @@ def test_inversion_noise_target_rebuilds_x_t():
 
 
 def test_inpo_lowers_its_loss_on_a_fixed_batch(sd15_dir):
-    config, backbone, trainable = tuned(sd15_dir, method="inpo", dpo_beta=500.0, inpo_invert_with="reference",
-                                        inpo_inversion_steps=5)
+    config, backbone, trainable = tuned(sd15_dir, method="inpo", beta=500.0, invert_with="reference",
+                                        inversion_steps=5)
     before, after = _lowers(inpo_step, config, trainable, pair_batch(backbone))
     assert after < before - 0.01, (before, after)
 
@@ -185,7 +185,7 @@ def test_spo_loss_and_ranking_match_hand_computation():
 def test_spo_ranks_candidates_and_lowers_its_loss(sd15_dir):
     """On the pairs one SPO step ranks (a brightness scorer standing in for the step-aware model), the clipped DPO
     loss starts at log 2 (policy = reference up to the small LoRA) and falls as the LoRA trains."""
-    config, backbone, trainable = tuned(sd15_dir, method="spo", spo_steps=6, spo_divert_start=2, spo_guidance=3.0)
+    config, backbone, trainable = tuned(sd15_dir, method="spo", steps=6, divert_start=2, guidance=3.0)
     with torch.no_grad():
         for name, p in trainable.named_parameters():
             if "lora_B" in name:
@@ -210,7 +210,7 @@ def test_spo_step_ratio_is_the_papers(sd15_dir):
     """The policy's log-probability ratio in the loss is the DDIM step density written out with the raw UNets."""
     from diffusers import UNet2DConditionModel
 
-    config, backbone, trainable = tuned(sd15_dir, method="spo", spo_steps=6, spo_divert_start=2, spo_guidance=3.0)
+    config, backbone, trainable = tuned(sd15_dir, method="spo", steps=6, divert_start=2, guidance=3.0)
     trainable.denoiser._scorer = brightness
     batch = prompt_batch(backbone, b=3)
     pairs, _ = spo_pairs(trainable.denoiser, batch, config.method, torch.Generator().manual_seed(2))

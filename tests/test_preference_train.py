@@ -34,7 +34,7 @@ def pairs(image_folder, tmp_path_factory):
 
 def test_dpo_export_is_a_backbone_agsm_tokens_train_on(sd15_dir, pairs, image_folder, tmp_path):
     run = tmp_path / "dpo"
-    config = load_config(None, _args(sd15_dir, pairs, "--method.name", "dpo", "--method.dpo_beta", "500",
+    config = load_config(None, _args(sd15_dir, pairs, "--method.name", "dpo", "--method.beta", "500",
                                      "--train.steps", "4", "--train.checkpoint_every", "2", "--train.output_dir",
                                      str(run), "--tune.export_pipeline", "true"))
     assert train(config) == run / "unet"
@@ -70,9 +70,9 @@ def test_inpo_refuses_a_flow_backbone(sd3_dir, pairs, tmp_path):
 
 
 @pytest.mark.parametrize("method,model,extra", [
-    ("inpo", "sd15_dir", ["--method.inpo_inversion_steps", "5", "--tune.params", "full", "--train.lr", "1e-5"]),
-    ("spo", "sd15_dir", ["--method.spo_steps", "5", "--method.spo_divert_start", "1", "--method.spo_candidates", "2",
-                         "--method.spo_scorer", "preference_helpers:brightness"]),
+    ("inpo", "sd15_dir", ["--method.inversion_steps", "5", "--tune.params", "full", "--train.lr", "1e-5"]),
+    ("spo", "sd15_dir", ["--method.steps", "5", "--method.divert_start", "1", "--method.candidates", "2",
+                         "--method.scorer", "preference_helpers:brightness"]),
     ("dpo", "sd15_dir", ["--train.mixed_precision", "bf16", "--train.gradient_checkpointing", "true"]),
     ("dpo", "sdxl_dir", []), ("dpo", "sd3_dir", [])])
 def test_each_preference_method_trains(method, model, extra, request, pairs, tmp_path):
@@ -104,7 +104,7 @@ def _kill_when(proc, ready, what, timeout=240):
 def test_killed_dpo_run_resumes_to_the_same_weights(sd15_dir, pairs, tmp_path):
     """kill -9 between checkpoints, resume: the LoRA, the fused UNet and every logged loss are the uninterrupted
     run's, bit for bit."""
-    args = _args(sd15_dir, pairs, "--method.name", "dpo", "--method.dpo_beta", "500", "--train.steps", "12",
+    args = _args(sd15_dir, pairs, "--method.name", "dpo", "--method.beta", "500", "--train.steps", "12",
                  "--train.checkpoint_every", "4", "--data.cache_dir", str(tmp_path / "cache"))
     # The uninterrupted run is a process of its own too: the test process's torch thread count may have been changed
     # by earlier tests (the pretraining tests set it), and a weight gradient's rounding depends on the thread count.

@@ -26,7 +26,7 @@ def _reference_unet(pipe, tokens):
 
 def _reference_mmdit(pipe, tokens, blocks):
     """Block k of the first `blocks` gets its own slice of tokens appended to its context, removed after it."""
-    per_block, now = tokens.num_tokens // blocks, {}
+    per_block, now = tokens.total_tokens // blocks, {}
 
     def prepare(module, args, kwargs):
         now["tokens"] = _positive_tokens(tokens, kwargs["timestep"], kwargs["hidden_states"].shape[0])

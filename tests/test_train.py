@@ -17,7 +17,7 @@ from agsm.training.checkpoint import checkpoint_step, latest_checkpoint
 from agsm.training.config import load_config
 from agsm.data import build_or_load_cache
 from agsm.training.denoisers import TokenDenoiser
-from agsm.objectives import STEPS
+from agsm.objectives import get_method
 from agsm.tokens.token_file import read_tokens, tokens_from_file
 from agsm.tokens import install_tokens, placement_for
 from agsm.training.loop import build_batch, load_records, make_tokens, train
@@ -45,7 +45,7 @@ def _fixed_batch_loss(config, tokens, batches=6):
             g = torch.Generator().manual_seed(10_000 + s)
             ids = torch.randperm(dataset.num_images, generator=g)[:4]
             batch = build_batch(dataset, ids, g, Accelerator(cpu=True), config, "cpu")
-            total += STEPS[config.method.name](denoiser, batch, config.method, g)[0].item()
+            total += get_method(config.method.name).step(denoiser, batch, config.method, g)[0].item()
     return total / batches
 
 

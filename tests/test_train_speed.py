@@ -118,9 +118,8 @@ def test_the_step_never_reads_a_device_value_back(family, method, extra):
     from agsm.backbones.architectures import tiny_sd3_pipeline, tiny_sd15_pipeline
     from agsm.backbones.mmdit import MMDiTBackbone
     from agsm.backbones.unet import UNetBackbone
-    from agsm.training.config import MethodConfig
     from agsm.training.denoisers import TokenDenoiser
-    from agsm.objectives import STEPS, PairBatch
+    from agsm.objectives import PairBatch, get_method
     from agsm.objectives.pairs import in_batch_captions
     from agsm.tokens import SoftTokens, install_tokens, placement_for
 
@@ -134,7 +133,8 @@ def test_the_step_never_reads_a_device_value_back(family, method, extra):
     denoiser = TokenDenoiser(backbone, injector, tokens, ema)
     index, pos = in_batch_captions(3, 3)
     batch = PairBatch(torch.empty(3, 4, 16, 16, device="meta"), text, index, pos)
-    loss, logs = STEPS[method](denoiser, batch, MethodConfig(name=method, **extra), torch.Generator().manual_seed(0))
+    spec = get_method(method)
+    loss, logs = spec.step(denoiser, batch, spec.options(**extra), torch.Generator().manual_seed(0))
     loss.backward()
     assert loss.device.type == "meta" and tokens.sets.grad.device.type == "meta"
     assert all(v.device.type == "meta" for v in logs.values())

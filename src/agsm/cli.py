@@ -53,7 +53,10 @@ class _TrainHelp(argparse.Action):
         for section, about, options in option_help():
             group = parser.add_argument_group(f"{section} options", about)
             for flag, metavar, text in options:
-                group.add_argument(flag, metavar=metavar, help=text.replace("%", "%%"))
+                # display only, as a positional named like the option: a flag may appear under several method
+                # headings (--method.temperature of agsm and of softrepa), which argparse refuses for options
+                group.add_argument(f"{section}:{flag}", metavar=f"{flag} {metavar}", nargs="?",
+                                   help=text.replace("%", "%%"))
         parser.print_help()
         parser.exit()
 
@@ -103,9 +106,9 @@ def _shapes_pretrain(args, extra):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .backbones.variants import add_variant_options
-    from .utils.devices import TRAIN_DEVICE_HELP, add_device_options
-    from .backbones.sampler_defaults import GUIDANCE_HELP, STEPS_HELP
+    from .cli_options import (GUIDANCE_HELP, HUB_TOKENS_HELP, SHAPES_PIPELINE_HELP, STEPS_HELP, add_device_options,
+                              add_model_options, add_sampler_options, add_variant_options)
+    from .utils.devices import TRAIN_DEVICE_HELP
 
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start over in an output folder that holds a run (deletes its checkpoints, tokens and "
                             "logs; keeps its data cache, whose entries are keyed by their inputs)")
-    train.add_argument("--device", default="auto", help=TRAIN_DEVICE_HELP)
+    add_device_options(train, dtype=False, device_help=TRAIN_DEVICE_HELP)
     train.set_defaults(run=_train)
 
     exp = sub.add_parser("export", help="write a token file from any checkpoint of a run")
@@ -142,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(run=_export)
 
     smp = sub.add_parser("sample", help="generate images with a stock pipeline and soft tokens")
-    smp.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
-    smp.add_argument("--tokens", help="soft_tokens.safetensors, its folder, or a Hugging Face Hub repo id holding it; "
-                                      "omit for the base model")
+    add_model_options(smp, tokens_help=HUB_TOKENS_HELP)
     smp.add_argument("--prompt", help="the prompt (or --prompts FILE)")
     smp.add_argument("--prompts", help="a text file, one prompt per line (or --prompt TEXT)")
     smp.add_argument("--negative-prompt", help="what the images should not show (the unconditional branch's text)")
@@ -154,11 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="images per pipeline call (default 4); the images do not depend on it")
     smp.add_argument("--seed", type=int, default=0,
                      help="image j of prompt p uses seed + p * images-per-prompt + j (default 0)")
-    smp.add_argument("--steps", type=int, help=STEPS_HELP)
-    smp.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
-    smp.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
-    smp.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
-                     help="which token set the unconditional branch sees, with --tokens (default positive)")
+    add_sampler_options(smp, size=True)
     smp.add_argument("--token-scale", type=float, default=1.0,
                      help="how strongly the tokens act, with --tokens: 0 = the base model, 1 = as trained (default)")
     add_variant_options(smp)
@@ -168,16 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a model (and tokens)")
     ev_sub = ev.add_subparsers(dest="suite", required=True)
     shapes = ev_sub.add_parser("shapes", help="the ShapesWorld suite, judged exactly")
-    shapes.add_argument("--model", required=True, help="a 64 px ShapesWorld pipeline folder (e.g. the shipped "
-                                                       "src/agsm/shapes/models/sd15-tiny)")
-    shapes.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
+    add_model_options(shapes, model_help=SHAPES_PIPELINE_HELP)
     shapes.add_argument("--prompts", help="a suite JSONL (default: the shipped one)")
     shapes.add_argument("--images-per-prompt", type=int, default=1, help="images of each prompt (default 1)")
     shapes.add_argument("--seed", type=int, default=0, help="added to each suite line's own seed (default 0)")
-    shapes.add_argument("--steps", type=int, help=STEPS_HELP + "; the shipped models recommend 25")
-    shapes.add_argument("--guidance", type=float, help=GUIDANCE_HELP + "; the shipped models recommend sd15 6, sd3 5")
-    shapes.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
-                        help="which token set the unconditional branch sees, with --tokens (default positive)")
+    add_sampler_options(shapes, steps_help=STEPS_HELP + "; the shipped models recommend 25",
+                        guidance_help=GUIDANCE_HELP + "; the shipped models recommend sd15 6, sd3 5")
     shapes.add_argument("--per-category", type=int, help="only the first N prompts of each category")
     shapes.add_argument("--batch-size", type=int, default=50,
                         help="images per pipeline call (default 50); a killed run resumes at this grain")

@@ -27,7 +27,7 @@ import torch
 
 from .utils.atomic_files import write_json
 from .training.config import load_config
-from .report.grids import framed, grid
+from .utils.image_grids import framed, grid
 from .report.variants import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
 from .shapes.dataset import write_training_set
@@ -143,7 +143,8 @@ def eval_job(backbone: str, budget: dict, out: Path, name: str, token_file: Path
     started = time.perf_counter()
     result = evaluate_shapes(BACKBONES[backbone], out / "eval" / name / f"seed{seed}", tokens=token_file, seed=seed,
                              per_category=budget["per_category"], keep_images=True,
-                             images_per_prompt=budget["images_per_prompt"], uncond_tokens=UNCOND_TOKENS[backbone])
+                             images_per_prompt=budget["images_per_prompt"], uncond_tokens=UNCOND_TOKENS[backbone],
+                             overwrite=True)  # the demo retrains on every run: its old evaluations are not kept
     return result, time.perf_counter() - started
 
 

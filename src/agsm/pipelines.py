@@ -73,7 +73,7 @@ class SoftTokenAdapter:
     method: str | None
     step: int | None
     architecture: str | None
-    num_tokens: int
+    total_tokens: int  # every token of a set, all blocks together
 
 
 def denoiser_of(pipe):
@@ -225,7 +225,6 @@ def unload_soft_tokens(pipe, adapter_name: str | None = None) -> bool:
     return True
 
 
-remove_soft_tokens = unload_soft_tokens  # the name of agsm 0.1
 
 
 def list_soft_tokens(pipe) -> dict[str, SoftTokenAdapter]:
@@ -235,7 +234,7 @@ def list_soft_tokens(pipe) -> dict[str, SoftTokenAdapter]:
         return {}
     return {name: SoftTokenAdapter(name, a.source, str(a.path), a.scale, a.uncond_tokens, name == loaded.active,
                                    a.meta.get("method"), int(a.meta["step"]) if "step" in a.meta else None,
-                                   a.meta.get("architecture"), a.tokens.num_tokens)
+                                   a.meta.get("architecture"), a.tokens.total_tokens)
             for name, a in loaded.adapters.items()}
 
 

@@ -9,15 +9,14 @@ redrawn alone. Files are named p<prompt index>_i<image index>.png; run.json reco
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
 
-from .utils.atomic_files import write_bytes, write_json
+from .utils.atomic_files import write_json, write_png
 from .backbones.base import load_stock_pipeline
 from .backbones.variants import BackboneVariant, apply_variant
-from .backbones.t5_free import fast_sampling
+from .draw import draw_batches
 from .utils.devices import dtype_name, resolve_device_and_dtype
 from .pipelines import denoiser_of, load_soft_tokens
 from .utils.progress import progress
@@ -90,19 +89,13 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
     per = images_per_prompt
     jobs = [{"file": image_file(p, j), "prompt_index": p, "image_index": j, "prompt": prompt,
              "seed": seed + p * per + j} for p, prompt in enumerate(prompts) for j in range(per)]
-    with fast_sampling(pipe) as fast, \
-            progress(total=len(jobs), desc="sampling", unit="img", disable=not show_progress) as bar:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            # One generator per image: its noise depends on its own seed alone, whatever the batch around it.
-            generators = [torch.Generator(device="cpu").manual_seed(job["seed"]) for job in chunk]
-            negative = None if negative_prompt is None else [negative_prompt] * len(chunk)  # as the prompts: a list
-            images = pipe([job["prompt"] for job in chunk], negative_prompt=negative,
-                          num_inference_steps=sampler.steps, guidance_scale=sampler.guidance, height=size, width=size,
-                          generator=generators, **fast).images
-            for job, image in zip(chunk, images):
-                _save_png(image, out / job["file"])
-            bar.update(len(chunk))
+    with progress(total=len(jobs), desc="sampling", unit="img", disable=not show_progress) as bar:
+        for batch, images in draw_batches(pipe, [job["prompt"] for job in jobs], [job["seed"] for job in jobs],
+                                          steps=sampler.steps, guidance=sampler.guidance, batch_size=batch_size,
+                                          size=size, negative_prompt=negative_prompt):
+            for i, image in zip(batch, images):
+                write_png(out / jobs[i]["file"], image)  # saved per batch: a kill keeps whole images only
+            bar.update(len(batch))
     record = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
               "token_scale": token_scale, "variant": variant.describe() if variant and not variant.is_stock else None,
               "prompts": list(prompts), "negative_prompt": negative_prompt, "seed": seed,
@@ -113,9 +106,3 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
     write_json(out / "run.json", record)
     return [out / job["file"] for job in jobs]
 
-
-def _save_png(image, path: Path) -> None:
-    """Atomically: a file under its final name is always a whole image."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    write_bytes(path, buffer.getvalue())

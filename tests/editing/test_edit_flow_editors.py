@@ -109,7 +109,7 @@ def test_a_real_edit_changes_the_image(flow_pipe, scene, method, options):
 
 @pytest.mark.parametrize("method", ["rf_inversion", "flowalign", "flowedit"])
 def test_tokens_load_and_unload_around_an_edit(flow_pipe, scene, method, make_token_file, tmp_path):
-    from agsm.pipelines import load_soft_tokens, remove_soft_tokens
+    from agsm.pipelines import load_soft_tokens, unload_soft_tokens
 
     image, source = scene
     options = {"steps": 5} if method != "flowedit" else {"steps": 5, "n_max": 4}
@@ -119,7 +119,7 @@ def test_tokens_load_and_unload_around_an_edit(flow_pipe, scene, method, make_to
         _, tokens = _latents(flow_pipe, image, source, "a blue square", method, **options)
         assert injector.enabled
     finally:
-        assert remove_soft_tokens(flow_pipe)
+        assert unload_soft_tokens(flow_pipe)
     _, again = _latents(flow_pipe, image, source, "a blue square", method, **options)
     assert (tokens - base).abs().max().item() > 1e-3
     torch.testing.assert_close(again, base, atol=0, rtol=0)
@@ -128,7 +128,7 @@ def test_tokens_load_and_unload_around_an_edit(flow_pipe, scene, method, make_to
 def test_flowedit_tokens_on_target_keeps_them_out_of_the_source_branch(flow_pipe, scene, make_token_file, tmp_path):
     """Equal prompts and guidance: with tokens in both branches the velocities still cancel; with tokens only in
     the target branch their effect is all that is left, and it moves the latent."""
-    from agsm.pipelines import load_soft_tokens, remove_soft_tokens
+    from agsm.pipelines import load_soft_tokens, unload_soft_tokens
 
     image, prompt = scene
     options = {"steps": 5, "n_max": 4, "source_guidance": 3.5, "target_guidance": 3.5}
@@ -138,7 +138,7 @@ def test_flowedit_tokens_on_target_keeps_them_out_of_the_source_branch(flow_pipe
         _, target_only = _latents(flow_pipe, image, prompt, prompt, "flowedit", tokens_on="target", **options)
         assert injector.enabled  # switched back on after each source prediction
     finally:
-        remove_soft_tokens(flow_pipe)
+        unload_soft_tokens(flow_pipe)
     assert (both - x0).abs().max().item() < 1e-5
     assert (target_only - x0).abs().max().item() > 1e-3
     _, no_tokens = _latents(flow_pipe, image, prompt, prompt, "flowedit", tokens_on="target", **options)
@@ -147,7 +147,7 @@ def test_flowedit_tokens_on_target_keeps_them_out_of_the_source_branch(flow_pipe
 
 def test_flowedit_tokens_on_cond_is_guidance_by_hand_with_stock_unconditional_branches(flow_pipe, scene,
                                                                                     make_token_file, tmp_path):
-    from agsm.pipelines import load_soft_tokens, remove_soft_tokens
+    from agsm.pipelines import load_soft_tokens, unload_soft_tokens
 
     image, source = scene
     options = {"steps": 5, "n_max": 4}  # the paper's guidances, 3.5 / 13.5
@@ -159,7 +159,7 @@ def test_flowedit_tokens_on_cond_is_guidance_by_hand_with_stock_unconditional_br
         _, both = _latents(flow_pipe, image, source, "a blue square", "flowedit", **options)
         _, cond = _latents(flow_pipe, image, source, "a blue square", "flowedit", tokens_on="cond", **options)
     finally:
-        remove_soft_tokens(flow_pipe)
+        unload_soft_tokens(flow_pipe)
     assert (cond - both).abs().max().item() > 1e-3
 
 

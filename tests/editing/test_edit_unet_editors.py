@@ -127,7 +127,7 @@ def test_hooks_and_processors_are_restored_also_after_an_error(shapes_pipe, red_
 
 @pytest.mark.parametrize("method", UNET_EDITORS)
 def test_tokens_load_and_unload_around_an_edit(shapes_pipe, red_circle, method, tmp_path, make_token_file):
-    from agsm.pipelines import load_soft_tokens, remove_soft_tokens
+    from agsm.pipelines import load_soft_tokens, unload_soft_tokens
 
     before = dict(shapes_pipe.unet.attn_processors)
     args = (shapes_pipe, red_circle, "a red circle", "a blue circle")
@@ -136,7 +136,7 @@ def test_tokens_load_and_unload_around_an_edit(shapes_pipe, red_circle, method, 
     try:
         with_tokens = edit(*args, method=method, steps=5, progress=False)
     finally:
-        assert remove_soft_tokens(shapes_pipe)
+        assert unload_soft_tokens(shapes_pipe)
     again = edit(*args, method=method, steps=5, progress=False)
     assert psnr(with_tokens, base) < 60  # the tokens took part
     assert psnr(again, base) == 100.0   # and left nothing behind

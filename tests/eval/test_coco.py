@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agsm.eval import coco as coco_mod
-from agsm.eval.coco import add_commands, evaluate_coco, results_markdown
+from agsm.eval.coco import add_commands, coco_keywords, evaluate_coco, results_markdown
 from agsm.eval.coco_data import read_captions
 
 
@@ -22,6 +22,7 @@ def metric_weights(tmp_path_factory):
 
 
 def _args(model, coco, out, *extra, metrics=()):
+    """evaluate_coco's keywords for these command-line options (through the CLI adapter)."""
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
     args = parser.parse_args(["coco", "--model", str(model), "--coco", str(coco), "--out", str(out), "--num", "10",
@@ -30,7 +31,7 @@ def _args(model, coco, out, *extra, metrics=()):
         args.metrics = list(metrics)
     else:
         args.metrics = {"clip": str(coco), "imagereward": str(coco)}  # fake metrics: any existing path
-    return args
+    return coco_keywords(args)
 
 
 class CountingExtractor:
@@ -79,23 +80,25 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sd15_dir, coco_dir, tmp_
                                                          metric_weights, one_thread):
     from agsm.eval.scoring import default_metric_loader as real_metrics
 
-    whole = evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "whole", metrics=metric_weights), real_metrics,
-                          fakes.extractor)
-    saved, real_save = [], coco_mod.save_png
+    whole = evaluate_coco(**_args(sd15_dir, coco_dir, tmp_path / "whole", metrics=metric_weights),
+                          metric_loader=real_metrics, fid_extractor=fakes.extractor)
+    saved, real_save = [], coco_mod.write_png
 
-    def dying_save(image, path):
+    def dying_save(path, image):
         if len(saved) == 4:  # killed in the middle of the second batch of three
             raise KeyboardInterrupt("simulated kill")
         saved.append(path)
-        real_save(image, path)
+        real_save(path, image)
 
-    monkeypatch.setattr(coco_mod, "save_png", dying_save)
+    monkeypatch.setattr(coco_mod, "write_png", dying_save)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        evaluate_coco(_args(sd15_dir, coco_dir, out, metrics=metric_weights), real_metrics, fakes.extractor)
+        evaluate_coco(**_args(sd15_dir, coco_dir, out, metrics=metric_weights), metric_loader=real_metrics,
+                      fid_extractor=fakes.extractor)
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
-    monkeypatch.setattr(coco_mod, "save_png", real_save)
-    resumed = evaluate_coco(_args(sd15_dir, coco_dir, out, metrics=metric_weights), real_metrics, fakes.extractor)
+    monkeypatch.setattr(coco_mod, "write_png", real_save)
+    resumed = evaluate_coco(**_args(sd15_dir, coco_dir, out, metrics=metric_weights), metric_loader=real_metrics,
+                            fid_extractor=fakes.extractor)
 
     assert set(whole["metrics"]) == {"imagereward", "pickscore"} and whole["metrics"]["pickscore"]["n"] == 10
     assert resumed["metrics"] == whole["metrics"]
@@ -118,7 +121,7 @@ def test_fid_against_centre_cropped_val_images_is_cached(sd15_dir, coco_dir, tmp
 
     extractor = CountingExtractor(fakes)
     out = tmp_path / "run"
-    result = evaluate_coco(_args(sd15_dir, coco_dir, out, "--num", "6"), fakes.loader(), extractor)
+    result = evaluate_coco(**_args(sd15_dir, coco_dir, out, "--num", "6"), metric_loader=fakes.loader(), fid_extractor=extractor)
     assert extractor.seen == 12  # 6 reference + 6 generated images
     ids = [json.loads(line)["image_id"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     # the fixture's val images are 40x30: the centred 30x30 square starts at x = 5
@@ -134,33 +137,33 @@ def test_fid_against_centre_cropped_val_images_is_cached(sd15_dir, coco_dir, tmp
     terms = float(np.trace(mine.sigma) + np.trace(theirs.sigma) + np.sum((mine.mu - theirs.mu) ** 2))
     assert result["fid"]["value"] == pytest.approx(direct, abs=1e-6 * terms)
     assert (out / "fid_reference_32px_6.npz").is_file()
-    again = evaluate_coco(_args(sd15_dir, coco_dir, out, "--num", "6"), fakes.loader(), extractor)
+    again = evaluate_coco(**_args(sd15_dir, coco_dir, out, "--num", "6"), metric_loader=fakes.loader(), fid_extractor=extractor)
     assert extractor.seen == 18 and again["fid"]["value"] == pytest.approx(result["fid"]["value"], rel=1e-12)
 
 
 @pytest.mark.slow
 def test_finished_run_rescoring_loads_no_model_and_reuses_scores(sd15_dir, coco_dir, tmp_path, fakes):
     args = _args(sd15_dir, coco_dir, tmp_path / "run", "--num", "4")
-    evaluate_coco(args, fakes.loader())
+    evaluate_coco(**args, metric_loader=fakes.loader())
     calls = []
-    args.model = str(tmp_path / "nowhere")  # would fail to load: the finished run must not need it
+    args["model"] = str(tmp_path / "nowhere")  # would fail to load: the finished run must not need it
     with pytest.raises(ValueError, match="model"):  # ... but a different model is still refused
-        evaluate_coco(args, fakes.loader(calls))
+        evaluate_coco(**args, metric_loader=fakes.loader(calls))
     args = _args(sd15_dir, coco_dir, tmp_path / "run", "--num", "4")
-    again = evaluate_coco(args, fakes.loader(calls))
+    again = evaluate_coco(**args, metric_loader=fakes.loader(calls))
     assert calls == [] and again["n"] == 4
     with pytest.raises(ValueError, match="guidance"):
-        evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "run", "--num", "4", "--guidance", "2"), fakes.loader())
+        evaluate_coco(**_args(sd15_dir, coco_dir, tmp_path / "run", "--num", "4", "--guidance", "2"), metric_loader=fakes.loader())
 
 
 @pytest.mark.slow
 def test_torn_manifest_line_is_redone(sd15_dir, coco_dir, tmp_path, fakes):
     out = tmp_path / "run"
-    evaluate_coco(_args(sd15_dir, coco_dir, out, "--num", "3"), fakes.loader())
+    evaluate_coco(**_args(sd15_dir, coco_dir, out, "--num", "3"), metric_loader=fakes.loader())
     manifest = out / "manifest.jsonl"
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # killed while appending the third entry
-    evaluate_coco(_args(sd15_dir, coco_dir, out, "--num", "3"), fakes.loader())
+    evaluate_coco(**_args(sd15_dir, coco_dir, out, "--num", "3"), metric_loader=fakes.loader())
     assert manifest.read_text().splitlines() == lines
 
 
@@ -179,7 +182,7 @@ def test_results_markdown_uses_the_paper_layout():
 @pytest.mark.parametrize("model, guidance", [("sdxl_dir", 7.0), ("sd3_dir", 4.0)])
 def test_other_backbones_use_their_evaluation_sampler(model, guidance, request, coco_dir, tmp_path, fakes):
     out = tmp_path / "run"
-    result = evaluate_coco(_args(request.getfixturevalue(model), coco_dir, out, "--num", "2"), fakes.loader())
+    result = evaluate_coco(**_args(request.getfixturevalue(model), coco_dir, out, "--num", "2"), metric_loader=fakes.loader())
     assert result["config"]["sampler"] == {"steps": 2, "guidance": guidance, "size": 32}
     assert len(list((out / "images").glob("*.png"))) == 2
 
@@ -195,13 +198,13 @@ def test_a_tuned_denoiser_is_evaluated_recorded_and_not_mixed_with_the_base(sd15
         for p in pipe.unet.parameters():
             p.add_(0.05 * torch.randn_like(p))
     pipe.unet.save_pretrained(tmp_path / "dpo" / "unet")
-    evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "base", "--num", "3"), fakes.loader(), fakes.extractor)
-    tuned = evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "3", "--denoiser",
-                                str(tmp_path / "dpo" / "unet")), fakes.loader(), fakes.extractor)
+    evaluate_coco(**_args(sd15_dir, coco_dir, tmp_path / "base", "--num", "3"), metric_loader=fakes.loader(), fid_extractor=fakes.extractor)
+    tuned = evaluate_coco(**_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "3", "--denoiser",
+                                str(tmp_path / "dpo" / "unet")), metric_loader=fakes.loader(), fid_extractor=fakes.extractor)
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert config["variant"]["denoiser"] == str((tmp_path / "dpo" / "unet").resolve())
     assert "unet" in tuned["label"] and "(base)" not in tuned["label"]
     base_png = sorted((tmp_path / "base" / "images").glob("*.png"))[0]
     assert (tmp_path / "tuned" / "images" / base_png.name).read_bytes() != base_png.read_bytes()
     with pytest.raises(ValueError, match="variant"):
-        evaluate_coco(_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "4"), fakes.loader(), fakes.extractor)
+        evaluate_coco(**_args(sd15_dir, coco_dir, tmp_path / "tuned", "--num", "4"), metric_loader=fakes.loader(), fid_extractor=fakes.extractor)

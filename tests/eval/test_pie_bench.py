@@ -12,7 +12,7 @@ from PIL import Image
 
 from agsm.eval import pie_bench as pie_mod
 from agsm.metrics.lpips_net import load_lpips
-from agsm.eval.pie_bench import add_commands, evaluate_pie, results_markdown
+from agsm.eval.pie_bench import add_commands, evaluate_pie, pie_keywords, results_markdown
 from agsm.eval.pie_data import decode_mask
 from agsm.metrics.structure_distance import load_structure_distance
 
@@ -39,16 +39,17 @@ def weights(tmp_path_factory):
 
 
 def _args(model, pie, out, weights, *extra):
+    """evaluate_pie's keywords for these command-line options (through the CLI adapter)."""
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
-    return parser.parse_args(["pie-bench", "--model", str(model), "--pie", str(pie), "--out", str(out),
+    return pie_keywords(parser.parse_args(["pie-bench", "--model", str(model), "--pie", str(pie), "--out", str(out),
                               "--steps", "3", "--lpips", str(weights["lpips"]), "--dino", str(weights["dino"]),
-                              "--clip", str(weights["clip"]), *extra])
+                              "--clip", str(weights["clip"]), *extra]))
 
 
 def test_metrics_equal_direct_computations(sd15_dir, pie_dir, tmp_path, weights, fakes):
     editor = FakeEditor()
-    result = evaluate_pie(_args(sd15_dir, pie_dir, tmp_path / "out", weights), editor, fakes.loader())
+    result = evaluate_pie(**_args(sd15_dir, pie_dir, tmp_path / "out", weights), editor=editor, metric_loader=fakes.loader())
     assert [c["source"] for c in editor.calls] == ["a red circle 1", "a red circle 0"]  # sorted ids, no [ ]
     assert [c["seed"] for c in editor.calls] == [0, 1] and editor.calls[0]["method"] == "ddim_inversion"
     assert editor.calls[0]["options"]["steps"] == 3 and editor.calls[0]["size"] == (32, 32)
@@ -82,38 +83,38 @@ def test_metrics_equal_direct_computations(sd15_dir, pie_dir, tmp_path, weights,
 
 
 def test_resume_and_finished_run_checks(sd15_dir, pie_dir, tmp_path, weights, fakes, monkeypatch):
-    real_save, saved = pie_mod.save_png, []
+    real_save, saved = pie_mod.write_png, []
 
-    def dying_save(image, path):
+    def dying_save(path, image):
         if saved:
             raise KeyboardInterrupt("simulated kill")
         saved.append(path)
-        real_save(image, path)
+        real_save(path, image)
 
-    monkeypatch.setattr(pie_mod, "save_png", dying_save)
+    monkeypatch.setattr(pie_mod, "write_png", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_pie(_args(sd15_dir, pie_dir, tmp_path / "out", weights), FakeEditor(), fakes.loader())
-    monkeypatch.setattr(pie_mod, "save_png", real_save)
+        evaluate_pie(**_args(sd15_dir, pie_dir, tmp_path / "out", weights), editor=FakeEditor(), metric_loader=fakes.loader())
+    monkeypatch.setattr(pie_mod, "write_png", real_save)
     editor = FakeEditor()
-    result = evaluate_pie(_args(sd15_dir, pie_dir, tmp_path / "out", weights), editor, fakes.loader())
+    result = evaluate_pie(**_args(sd15_dir, pie_dir, tmp_path / "out", weights), editor=editor, metric_loader=fakes.loader())
     assert [c["seed"] for c in editor.calls] == [1] and result["n"] == 2
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 2
     with pytest.raises(ValueError, match="steps 5 differs"):
-        evaluate_pie(_args(sd15_dir, pie_dir, tmp_path / "out", weights, "--steps", "5"), editor, fakes.loader())
+        evaluate_pie(**_args(sd15_dir, pie_dir, tmp_path / "out", weights, "--steps", "5"), editor=editor, metric_loader=fakes.loader())
 
 
 def test_metric_selection_and_missing_weights(sd15_dir, pie_dir, tmp_path, weights, fakes, caplog):
     args = _args(sd15_dir, pie_dir, tmp_path / "a", weights, "--types", "6")
-    args.lpips = args.dino = None
-    result = evaluate_pie(args, FakeEditor(), fakes.loader())
+    args["lpips"] = args["dino"] = None
+    result = evaluate_pie(**args, editor=FakeEditor(), metric_loader=fakes.loader())
     assert set(result["metrics"]) == {"psnr", "mse", "ssim", "clip_whole", "clip_edited"} and result["n"] == 1
     assert "lpips skipped: no --lpips weights" in caplog.text
     args = _args(sd15_dir, pie_dir, tmp_path / "b", weights, "--metrics", "psnr,lpips")
-    args.lpips = None
+    args["lpips"] = None
     with pytest.raises(ValueError, match="asks for lpips, which needs --lpips"):
-        evaluate_pie(args, FakeEditor(), fakes.loader())
+        evaluate_pie(**args, editor=FakeEditor(), metric_loader=fakes.loader())
     with pytest.raises(ValueError, match="--types 12"):
-        evaluate_pie(_args(sd15_dir, pie_dir, tmp_path / "c", weights, "--types", "12"), FakeEditor(), fakes.loader())
+        evaluate_pie(**_args(sd15_dir, pie_dir, tmp_path / "c", weights, "--types", "12"), editor=FakeEditor(), metric_loader=fakes.loader())
 
 
 @pytest.mark.slow
@@ -122,8 +123,8 @@ def test_real_editor_and_clip_end_to_end(sd15_dir, pie_dir, tmp_path, weights):
     from agsm.metrics.tiny import write_tiny_weights
 
     args = _args(sd15_dir, pie_dir, tmp_path / "out", weights, "--steps", "2", "--num", "1", "--label", "tiny")
-    args.clip = str(write_tiny_weights("clip", tmp_path / "clip"))
-    result = evaluate_pie(args)
+    args["clip"] = str(write_tiny_weights("clip", tmp_path / "clip"))
+    result = evaluate_pie(**args)
     assert result["n"] == 1 and result["label"] == "tiny"
     assert set(result["metrics"]) == {"structure_distance", "psnr", "lpips", "mse", "ssim", "clip_whole",
                                       "clip_edited"}
@@ -138,7 +139,7 @@ def test_any_registered_editor_runs_through_pie_bench(sd15_dir, pie_dir, tmp_pat
     """--method and --option reach agsm.editing.edit: Plug-and-Play with a typed option, base model."""
     args = _args(sd15_dir, pie_dir, tmp_path / "out", weights, "--steps", "2", "--num", "1", "--method", "pnp",
                  "--option", "tau_f=0.5", "--metrics", "psnr,mse")
-    result = evaluate_pie(args)
+    result = evaluate_pie(**args)
     assert result["n"] == 1 and set(result["metrics"]) == {"psnr", "mse"}
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["method"] == "pnp" and config["options"]["tau_f"] == 0.5

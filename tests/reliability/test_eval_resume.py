@@ -36,7 +36,7 @@ def test_killed_eval_shapes_resumes_to_byte_identical_results(sd15_dir, tmp_path
 
 
 def test_a_finished_evaluation_is_summarised_again_without_the_model(sd15_dir, tmp_path, monkeypatch):
-    """Everything judged: results come from the manifest; changed settings start the folder afresh."""
+    """Everything judged: results come from the manifest; changed settings start the folder afresh (overwrite)."""
     import agsm.eval.shapes as shapes
 
     pipe = load_pipeline(sd15_dir)
@@ -45,7 +45,7 @@ def test_a_finished_evaluation_is_summarised_again_without_the_model(sd15_dir, t
     monkeypatch.setattr(shapes, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     assert evaluate_shapes(sd15_dir, tmp_path, per_category=1, steps=2) == first
     assert (tmp_path / "results.json").read_bytes() == written
-    other = evaluate_shapes(sd15_dir, tmp_path, per_category=1, steps=2, seed=9, pipe=pipe)
+    other = evaluate_shapes(sd15_dir, tmp_path, per_category=1, steps=2, seed=9, pipe=pipe, overwrite=True)
     assert [v["seed"] for v in other["verdicts"]] != [v["seed"] for v in first["verdicts"]]
     assert (tmp_path / "manifest.jsonl").read_text().count("\n") == 6  # the old run's entries are gone
 

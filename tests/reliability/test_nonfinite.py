@@ -1,4 +1,5 @@
 """Finite or stop: a diverging run stops with a clear error, NaN never reaches a checkpoint or a token file."""
+import dataclasses
 import json
 import re
 
@@ -43,7 +44,9 @@ def test_bad_steps_are_skipped_counted_and_logged_up_to_the_limit(tiny_config, t
     """One poisoned step: stops without train.max_bad_steps, is skipped (no update, counted) with it."""
     import agsm.training.loop as train_module
 
-    real = train_module.STEPS["agsm"]
+    from agsm.objectives import registry
+
+    real = registry.get_method("agsm").step
 
     def poisoned(denoiser, batch, method, generator):
         loss, logs = real(denoiser, batch, method, generator)
@@ -51,7 +54,7 @@ def test_bad_steps_are_skipped_counted_and_logged_up_to_the_limit(tiny_config, t
         return (loss * float("nan") if poisoned.calls == 2 else loss), logs
 
     poisoned.calls = 0
-    monkeypatch.setitem(train_module.STEPS, "agsm", poisoned)
+    monkeypatch.setitem(registry._SPECS, "agsm", dataclasses.replace(registry.get_method("agsm"), step=poisoned))
     with pytest.raises(NonFiniteTraining, match="stopped at step 2: non-finite loss"):
         train(tiny_config("--train.steps", "3"))
     poisoned.calls = 0

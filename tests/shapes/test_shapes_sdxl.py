@@ -89,7 +89,7 @@ def test_killed_and_resumed_matches_uninterrupted(straight, tmp_path, monkeypatc
 def test_saved_pipeline_loads_offline_through_the_stock_class_and_takes_tokens(straight):
     from diffusers import StableDiffusionXLPipeline
 
-    from agsm.pipelines import load_soft_tokens, remove_soft_tokens
+    from agsm.pipelines import load_soft_tokens, unload_soft_tokens
     from agsm.sample import load_pipeline
     from agsm.tokens.token_file import save_tokens
     from agsm.tokens import SoftTokens, placement_for
@@ -113,7 +113,7 @@ def test_saved_pipeline_loads_offline_through_the_stock_class_and_takes_tokens(s
     load_soft_tokens(pipe, path)
     with_tokens = run()
     assert abs(with_tokens - stock).max() > 1e-3
-    remove_soft_tokens(pipe)
+    unload_soft_tokens(pipe)
     assert (run() == stock).all()
 
 

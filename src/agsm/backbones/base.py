@@ -120,16 +120,6 @@ class PipelineBackbone:
     family = "?"
     trained_on: dict | None = None  # the model folder, variant and denoiser hash (variants.trained_on), when known
 
-    @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype = torch.float32, resolution: int | None = None,
-                        variant=None, **options):
-        """`variant`: a variants.BackboneVariant (another denoiser, a LoRA) applied to the folder's pipeline."""
-        from .variants import apply_variant, trained_on
-
-        backbone = cls(apply_variant(load_stock_pipeline(path, dtype), variant), resolution, **options)
-        backbone.trained_on = trained_on(backbone.pipe, path, variant)
-        return backbone
-
     def _freeze(self) -> None:
         for name in ("vae", self.denoiser_name, *TEXT_ENCODERS):
             module = getattr(self.pipe, name, None)

@@ -17,7 +17,8 @@ OPTION_FLAGS = {  # flag -> options field (None values are left to the method's 
 
 
 def add_edit_options(parser: argparse.ArgumentParser) -> None:
-    """Method and option flags shared by `agsm edit` and `agsm eval edit-shapes`."""
+    """Method and option flags shared by `agsm edit`, `agsm eval edit-shapes` and `agsm eval pie-bench` (the
+    tokens' --uncond-tokens comes with --model and --tokens: cli_options.add_model_options)."""
     from .registry import EDITORS
 
     parser.add_argument("--method", choices=sorted(EDITORS),
@@ -30,8 +31,6 @@ def add_edit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-max", type=int, help="FlowEdit: steps that edit (default 33 of 50, scaled with --steps)")
     parser.add_argument("--n-min", type=int, help="FlowEdit: final steps that sample the target directly (0)")
     parser.add_argument("--n-avg", type=int, help="FlowEdit: noise draws averaged per step (1)")
-    parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
-                        help="which token set the unconditional branch sees (with --tokens)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="any other option of the method's options dataclass (docs/editing.md), e.g. "
                              "--option tau_f=0.8 (pnp), --option start_step=4 (masactrl); repeatable")
@@ -91,11 +90,10 @@ def run_edit(args, extra) -> None:
 
 def add_commands(subparsers) -> None:
     """Register `agsm edit` on the top-level sub-command parsers."""
-    from ..utils.devices import add_device_options
+    from ..cli_options import add_device_options, add_model_options
 
     p = subparsers.add_parser("edit", help="edit an image towards a target prompt (FlowEdit / DDIM inversion)")
-    p.add_argument("--model", required=True, help="local diffusers pipeline folder")
-    p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
+    add_model_options(p)
     p.add_argument("--image", required=True, help="the image to edit (PNG or JPEG)")
     p.add_argument("--source-prompt", required=True, help="what the image shows")
     p.add_argument("--target-prompt", required=True, help="what it should show after the edit")

@@ -21,13 +21,15 @@ import logging
 import statistics
 from pathlib import Path
 
-from ..utils.atomic_files import write_text
-from ..backbones.variants import variant_from_args
-from ..utils.devices import resolve_device_and_dtype
+from ..draw import draw_batches
+from ..utils.atomic_files import write_json, write_png, write_text
+from ..utils.devices import resolve_device, resolve_device_and_dtype
+from ..utils.markdown_tables import fixed, markdown_table
 from ..utils.progress import progress
 from .coco_data import ORDERS, CroppedImages, read_captions, reference_paths
-from .generation import (Manifest, add_model_args, check_same_config, default_label, generate, metric_dtype,
-                         open_pipeline, report_command, run_config, sampler_dict, saved_sampler, save_png, write_json)
+from .generation import (Sampler, add_model_args, default_label, metric_dtype, model_keywords, open_pipeline,
+                         report_command, run_config, sampler_dict)
+from .resumable import ResumableRun
 from .scoring import default_metric_loader, parse_metric_specs, score_files
 
 log = logging.getLogger(__name__)
@@ -38,38 +40,48 @@ COLUMNS = (("imagereward", "ImageReward x100", 100.0), ("pickscore", "PickScore"
            ("aesthetic", "Aesthetic", 1.0))
 
 
-def evaluate_coco(args, metric_loader=default_metric_loader, fid_extractor=None) -> dict:
-    """Run the protocol for parsed `args` (see add_commands); tests inject a metric loader / FID extractor."""
-    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
-    out = Path(args.out)
-    items = read_captions(args.coco, args.num, args.caption_order)
+def evaluate_coco(*, model, coco, out, tokens=None, uncond_tokens: str = "positive", num: int = 5000,
+                  caption_order: str = "json", metrics=None, inception=None, fid_reference=None, batch_size: int = 4,
+                  metric_batch_size: int = 16, label=None, steps=None, guidance=None, size=None, seed: int = 0,
+                  device: str = "auto", dtype="auto", variant=None, overwrite: bool = False,
+                  metric_loader=default_metric_loader, fid_extractor=None) -> dict:
+    """Run the protocol (options as `agsm eval coco`'s, see add_commands); `metrics`: {name: weights} or
+    ['name=path', ...]. A folder holding other settings is refused, or with `overwrite` started afresh
+    (agsm.eval.resumable). Tests inject a metric loader / FID extractor."""
+    resolve_device_and_dtype(device, dtype)  # a device this machine lacks fails first
+    out = Path(out)
+    items = read_captions(coco, num, caption_order)
     # every weight path is checked before hours of generation
-    metrics = parse_metric_specs(args.metrics) if isinstance(args.metrics, list) else dict(args.metrics or {})
-    if args.inception and not Path(args.inception).is_file():
-        raise FileNotFoundError(f"--inception {args.inception} does not exist; pass pytorch-fid's "
+    metrics = parse_metric_specs(metrics) if isinstance(metrics, list) else dict(metrics or {})
+    if inception and not Path(inception).is_file():
+        raise FileNotFoundError(f"--inception {inception} does not exist; pass pytorch-fid's "
                                 "pt_inception-2015-12-05-6726825d.pth")
-    if (args.inception or fid_extractor) and not (args.fid_reference and Path(args.fid_reference).is_file()):
-        reference_paths(args.coco, items)  # FID will need the val images
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    sampler = _draw(args, items, out, images_dir)
-    manifest = Manifest(out / "manifest.jsonl").entries
-    paths = [images_dir / manifest[it["index"]]["file"] for it in items]
+    if (inception or fid_extractor) and not (fid_reference and Path(fid_reference).is_file()):
+        reference_paths(coco, items)  # FID will need the val images
+    identity = dict(model=model, tokens=tokens, uncond_tokens=uncond_tokens, seed=seed, device=device, dtype=dtype,
+                    variant=variant)
+    # the settings that decide the images; --num is not one of them: a longer run extends a shorter one
+    run = ResumableRun(out, run_config(**identity, caption_order=caption_order), items_dir="images",
+                       files_in_items_dir=True, overwrite=overwrite)
+    sampler = _draw(run, items, identity, steps, guidance, size, batch_size)
+    paths = [run.file(it["index"]) for it in items]
     prompts = [it["caption"] for it in items]
 
-    per_image = {name: _scores(name, weights, paths, prompts, out, args, metric_loader)
+    scoring = {"device": resolve_device(device), "dtype": metric_dtype(device, dtype),
+               "batch_size": metric_batch_size}
+    per_image = {name: _scores(name, weights, paths, prompts, out, scoring, metric_loader)
                  for name, weights in metrics.items()}
-    fid = _fid(args, items, paths, sampler.size, out, fid_extractor)
+    fid = _fid(coco, inception, fid_reference, items, paths, sampler.size, out, fid_extractor, scoring)
 
-    result = {"kind": "coco", "label": args.label or default_label(args),
-              "config": {**run_config(args, num=args.num, caption_order=args.caption_order),
-                         "sampler": sampler_dict(sampler), "metrics": metrics, "inception": args.inception},
+    result = {"kind": "coco", "label": label or default_label(model, tokens, variant),
+              "config": {**run_config(**identity, num=num, caption_order=caption_order),
+                         "sampler": sampler_dict(sampler), "metrics": metrics, "inception": inception},
               "n": len(items),
               "metrics": {name: {"mean": statistics.fmean(s), "std": statistics.pstdev(s), "n": len(s)}
                           for name, s in per_image.items()},
               "fid": fid, "per_image": "scores.jsonl"}
     rows = [{**{k: it[k] for k in ("index", "image_id", "annotation_id", "caption")},
-             "file": str(p.relative_to(out)), "seed": args.seed + it["index"],
+             "file": str(p.relative_to(out)), "seed": seed + it["index"],
              **{name: s[it["index"]] for name, s in per_image.items()}} for it, p in zip(items, paths)]
     write_text(out / "scores.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write_json(out / "results.json", result)
@@ -77,34 +89,45 @@ def evaluate_coco(args, metric_loader=default_metric_loader, fid_extractor=None)
     return result
 
 
-def _draw(args, items: list[dict], out: Path, images_dir: Path):
+def coco_keywords(args) -> dict:
+    """The CLI adapter: `agsm eval coco`'s parsed options as evaluate_coco's keywords."""
+    return {**model_keywords(args), "coco": args.coco, "out": args.out, "num": args.num,
+            "caption_order": args.caption_order, "metrics": args.metrics, "inception": args.inception,
+            "fid_reference": args.fid_reference, "batch_size": args.batch_size,
+            "metric_batch_size": args.metric_batch_size, "label": args.label}
+
+
+def _draw(run: ResumableRun, items: list[dict], identity: dict, steps, guidance, size, batch_size: int) -> Sampler:
     """Generate every image that the manifest does not hold yet; returns the sampler used."""
-    manifest = Manifest(out / "manifest.jsonl")
-    todo = [it for it in items if it["index"] not in manifest.done(images_dir)]
-    config = run_config(args, caption_order=args.caption_order)
-    if not todo and (out / "config.json").is_file():  # all drawn: the sampler is the recorded one, no model load
-        return saved_sampler(out / "config.json", config, args)
-    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                  args.steps, args.guidance, args.size, variant=variant_from_args(args))
-    check_same_config(out / "config.json", {**config, "sampler": sampler_dict(sampler)})
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
-    log.info("%d of %d images to draw (%d already in %s)", len(todo), len(items), len(items) - len(todo), images_dir)
+    done = run.entries
+    todo = [it for it in items if it["index"] not in done]
+    if not todo and run.sampler is not None:  # all drawn: the sampler is the recorded one, no model load
+        run.check_given({"steps": steps, "guidance": guidance, "size": size}, held=run.sampler)
+        return Sampler(**run.sampler)
+    pipe, sampler = open_pipeline(identity["model"], identity["tokens"], identity["uncond_tokens"],
+                                  identity["device"], identity["dtype"], steps, guidance, size,
+                                  variant=identity["variant"])
+    run.resolve({"sampler": sampler_dict(sampler)})
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    seed = identity["seed"]
+    log.info("%d of %d images to draw (%d already in %s)", len(todo), len(items), len(items) - len(todo),
+             run.out / run.items_dir)
     bar = progress(total=len(todo), desc="eval coco: generating", unit="img")
-    for start in range(0, len(todo), args.batch_size):
-        chunk = todo[start:start + args.batch_size]
-        images = generate(pipe, [it["caption"] for it in chunk], [args.seed + it["index"] for it in chunk], sampler)
-        for it, image in zip(chunk, images):
+    for batch, images in draw_batches(pipe, [it["caption"] for it in todo], [seed + it["index"] for it in todo],
+                                      steps=sampler.steps, guidance=sampler.guidance, batch_size=batch_size,
+                                      size=sampler.size, t5_free_fast=False):
+        for it, image in zip((todo[i] for i in batch), images):
             name = f"{it['image_id']:012d}.png"
-            save_png(image, images_dir / name)
-            manifest.append({"index": it["index"], "image_id": it["image_id"], "caption": it["caption"],
-                             "seed": args.seed + it["index"], "file": name})
+            write_png(run.out / run.items_dir / name, image)
+            run.record([{"index": it["index"], "image_id": it["image_id"], "caption": it["caption"],
+                         "seed": seed + it["index"], "file": name}])
             bar.update(1)
     bar.close()
     return sampler
 
 
-def _scores(name, weights, paths, prompts, out: Path, args, metric_loader) -> list[float]:
+def _scores(name, weights, paths, prompts, out: Path, scoring: dict, metric_loader) -> list[float]:
     """Scores of one metric, reused from OUT/scores/NAME.json when the same weights scored the same files."""
     cache = out / "scores" / f"{name}.json"
     key = {"weights": str(Path(weights).resolve()), "files": [p.name for p in paths]}
@@ -113,54 +136,49 @@ def _scores(name, weights, paths, prompts, out: Path, args, metric_loader) -> li
         if {k: held.get(k) for k in key} == key:
             log.info("%s: reusing %s", name, cache)
             return held["scores"]
-    metric = metric_loader(name, weights, _metric_device(args), metric_dtype(args), args.metric_batch_size)
+    metric = metric_loader(name, weights, scoring["device"], scoring["dtype"], scoring["batch_size"])
     scores = score_files(metric, paths, prompts)
     cache.parent.mkdir(exist_ok=True)
     write_json(cache, {**key, "scores": scores})
     return scores
 
 
-def _fid(args, items, paths, size: int, out: Path, extractor) -> dict | None:
-    if extractor is None and not args.inception:
+def _fid(coco, inception, fid_reference, items, paths, size: int, out: Path, extractor, scoring: dict) -> dict | None:
+    if extractor is None and not inception:
         log.warning("no --inception weights given: FID skipped")
         return None
     from ..metrics.fid import FeatureStats, compute_stats, fid_from_stats, inception_extractor
 
-    extractor = extractor or inception_extractor(args.inception, _metric_device(args))
-    ref_path = Path(args.fid_reference or out / f"fid_reference_{size}px_{len(items)}.npz")
+    extractor = extractor or inception_extractor(inception, scoring["device"])
+    ref_path = Path(fid_reference or out / f"fid_reference_{size}px_{len(items)}.npz")
     if ref_path.is_file():
         log.info("FID reference statistics from %s", ref_path)
         reference = FeatureStats.load(ref_path)
     else:
         log.info("FID reference: %d val2017 images, centre-cropped and resized to %d px", len(items), size)
-        val = CroppedImages(reference_paths(args.coco, items), size)
-        reference = compute_stats(val, extractor, args.metric_batch_size)
+        val = CroppedImages(reference_paths(coco, items), size)
+        reference = compute_stats(val, extractor, scoring["batch_size"])
         tmp = ref_path.with_name(f".{ref_path.name}.tmp")
         reference.save(tmp)
         tmp.replace(ref_path)  # a cache file is always complete
-    generated = compute_stats(paths, extractor, args.metric_batch_size)
+    generated = compute_stats(paths, extractor, scoring["batch_size"])
     return {"value": float(fid_from_stats(generated, reference)), "n": generated.n, "reference": str(ref_path),
             "reference_n": reference.n}
-
-
-def _metric_device(args) -> str:
-    from ..utils.devices import resolve_device
-
-    return resolve_device(args.device)
 
 
 def results_markdown(results: list[dict]) -> str:
     """METHOD.md's COCO table: one row per results dict, columns for the metrics any of them has."""
     columns = [(key, title, factor) for key, title, factor in COLUMNS
                if any((r["fid"] is not None) if key == "fid" else key in r["metrics"] for r in results)]
-    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    rows = []
     for r in results:
-        cells = []
+        cells = [r["label"]]
         for key, _, factor in columns:
             value = (r["fid"] or {}).get("value") if key == "fid" else r["metrics"].get(key, {}).get("mean")
-            cells.append("-" if value is None else f"{value * factor:.2f}")
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nCOCO val{results[0]['n']} (first caption per image), n = {results[0]['n']}."
+            cells.append(fixed(None if value is None else value * factor, 2))
+        rows.append(cells)
+    table = markdown_table(["model", *(title for _, title, _ in columns)], rows)
+    return table + f"\n\nCOCO val{results[0]['n']} (first caption per image), n = {results[0]['n']}."
 
 
 def add_commands(eval_subparsers) -> None:
@@ -179,5 +197,5 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per generation call")
     p.add_argument("--metric-batch-size", type=int, default=16)
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
-    p.set_defaults(run=report_command("coco", evaluate_coco, results_markdown))
+    p.set_defaults(run=report_command("coco", evaluate_coco, results_markdown, coco_keywords))
 

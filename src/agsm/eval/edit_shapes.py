@@ -27,12 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..utils.atomic_files import write_json, write_text
+from ..utils.atomic_files import write_json, write_png, write_text
 from ..utils.devices import add_device_options, dtype_name, resolve_device_and_dtype
+from ..utils.markdown_tables import fixed, table_lines
 from ..editing import edit, edit_options
 from ..editing.latents import decode_latents, encode_image
 from ..editing.preservation import found_in_place, outside_box, psnr
-from ..pipelines import load_soft_tokens, remove_soft_tokens
+from ..pipelines import load_soft_tokens, unload_soft_tokens
 from ..utils.progress import progress as progress_bar
 from ..sample import default_size, load_pipeline
 from ..shapes.detect import detect
@@ -42,9 +43,8 @@ from ..shapes.requirements import ObjectSpec, Requirements
 from ..shapes.scenes import place
 from ..shapes.spec import CANVAS, COLORS, SHAPES, Scene
 from ..shapes.verify import judge
-from ..report.grids import framed, grid
+from ..utils.image_grids import framed, grid
 from ..tokens.token_file import resolve_token_path
-from .generation import save_png
 from .resumable import ResumableRun, file_digest, folder_stamp
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _run_variant(pipe, run: ResumableRun, variant: int, name: str, cases, source
                      method=method, progress=False, **dataclasses.asdict(opts))
         seconds = time.perf_counter() - start
         index = variant * len(cases) + case.index
-        save_png(image, run.out / run.image_path(index))
+        write_png(run.out / run.image_path(index), image)
         run.record([{"index": index, "file": run.image_path(index), "seconds": seconds,
                      "record": {"case": case.index, "kind": case.kind, "objects": len(case.source.objects),
                                 "source_prompt": case.source_prompt, "target_prompt": case.target_prompt,
@@ -162,10 +162,11 @@ def _run_variant(pipe, run: ResumableRun, variant: int, name: str, cases, source
 
 def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, method: str | None = None,
                        uncond_tokens: str = "positive", device: str = "cpu", pipe=None, progress: bool = True,
-                       dtype="float32", **options) -> dict:
+                       dtype="float32", overwrite: bool = False, **options) -> dict:
     """Run every case base (and with tokens), write results.json, results.md, timing.json and grid.png; returns
     the results. A killed run, started again with the same arguments (and precision), redoes only the missing
-    edits. device / dtype ('auto' allowed) are ignored when `pipe` is given."""
+    edits; a folder holding a run with other settings is refused, or with `overwrite` started afresh
+    (agsm.eval.resumable). device / dtype ('auto' allowed) are ignored when `pipe` is given."""
     if pipe is None:
         pipe = load_pipeline(model, *resolve_device_and_dtype(device, dtype))
     if default_size(pipe) != CANVAS:
@@ -174,7 +175,7 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
     method, opts = edit_options(pipe, method, **options)
     cases = make_cases(n, seed)
     sources = [render(c.source) for c in cases]
-    remove_soft_tokens(pipe)
+    unload_soft_tokens(pipe)
     round_trip = [psnr(decode_latents(pipe, encode_image(pipe, s)), s) for s in sources]
     variants = [("base", None)] + ([("tokens", tokens)] if tokens else [])
     run = ResumableRun(out, {"model": str(Path(model).resolve()), "model_files": folder_stamp(model),
@@ -182,13 +183,13 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
                              "tokens_sha256": file_digest(resolve_token_path(tokens)) if tokens else None,
                              "uncond_tokens": uncond_tokens, "n": n, "seed": seed, "method": method,
                              "options": dataclasses.asdict(opts), "dtype": dtype_name(pipe.dtype)},
-                       items_dir="edits")
+                       items_dir="edits", resolved_keys=(), overwrite=overwrite)
     results = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
                "n": n, "seed": seed, "method": method, "options": dataclasses.asdict(opts),
                "vae_round_trip_psnr": sum(round_trip) / n, "variants": {}}
     images, timing = {}, {}
     for v, (name, token_path) in enumerate(variants):
-        remove_soft_tokens(pipe)
+        unload_soft_tokens(pipe)
         if token_path:
             load_soft_tokens(pipe, token_path, uncond_tokens=uncond_tokens)
         log.info("edit-shapes: %d edits, %s (%s)", n, name, method)
@@ -199,7 +200,7 @@ def run_edit_benchmark(model, out, tokens=None, n: int = 60, seed: int = 0, meth
         records = [e["record"] for e in done]
         timing[name] = round(sum(e["seconds"] for e in done), 1)  # edit time, summed over resumed runs
         results["variants"][name] = {"summary": _groups(records), "cases": records}
-    remove_soft_tokens(pipe)
+    unload_soft_tokens(pipe)
     out = Path(out)
     # Times differ from run to run: they go to timing.json, so results.json depends on the inputs alone.
     write_json(out / "results.json", results)
@@ -221,19 +222,17 @@ def _grid(cases, sources, images, results):
 
 
 def results_markdown(results: dict, timing: dict | None = None) -> str:
-    fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = [f"# ShapesWorld editing: {results['model']}", "",
              f"{results['n']} edits, seed {results['seed']}, method {results['method']} {results['options']}; "
              f"tokens: {results['tokens'] or 'none'}. VAE round-trip PSNR of the sources (ceiling): "
-             f"{results['vae_round_trip_psnr']:.2f} dB.", "",
-             "| variant | group | edits | success | clean | old gone | PSNR (dB) | PSNR outside box | objects kept | time (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, variant in results["variants"].items():
-        for group, s in variant["summary"].items():
-            lines.append(f"| {name} | {group} | {s['n']} | {fmt(s['success'])} | {fmt(s['clean'])} | "
-                         f"{fmt(s['old_gone'])} | {fmt(s['psnr'], 2)} | {fmt(s['psnr_outside'], 2)} | "
-                         f"{fmt(s['objects_kept'])} ({s['untouched_objects']}) | "
-                         f"{(timing or {}).get(name, '') if group == 'all' else ''} |")
+             f"{results['vae_round_trip_psnr']:.2f} dB.", ""]
+    lines += table_lines(["variant", "group", "edits", "success", "clean", "old gone", "PSNR (dB)", "PSNR outside box",
+                          "objects kept", "time (s)"],
+                         [[name, group, str(s["n"]), fixed(s["success"]), fixed(s["clean"]), fixed(s["old_gone"]),
+                           fixed(s["psnr"], 2), fixed(s["psnr_outside"], 2),
+                           f"{fixed(s['objects_kept'])} ({s['untouched_objects']})",
+                           f"{(timing or {}).get(name, '') if group == 'all' else ''}"]
+                          for name, variant in results["variants"].items() for group, s in variant["summary"].items()])
     lines += ["", "success: judged correct for the target caption; clean: success, untouched objects in place and the "
               "old object gone; objects kept: share of untouched objects found in place (their count in brackets). "
               "grid.png columns: source | " + " | ".join(results["variants"]) + " (green frame = success)."]
@@ -257,11 +256,12 @@ def _run(args, extra) -> None:
 
 def add_commands(eval_subparsers) -> None:
     """Register `agsm eval edit-shapes` on the `agsm eval` sub-command parsers."""
+    from ..cli_options import SHAPES_PIPELINE_HELP, add_model_options
     from ..editing.cli import add_edit_options
 
     p = eval_subparsers.add_parser("edit-shapes", help="ShapesWorld editing benchmark, judged exactly")
-    p.add_argument("--model", required=True, help="a 64 px ShapesWorld pipeline folder")
-    p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder): runs base and tokens, same seeds")
+    add_model_options(p, model_help=SHAPES_PIPELINE_HELP,
+                      tokens_help="soft_tokens.safetensors (or its folder): runs base and tokens, same seeds")
     p.add_argument("--out", required=True, help="folder for results.json, results.md, timing.json, grid.png, edits/")
     p.add_argument("--n", type=int, default=60, help="edit cases (default 60)")
     p.add_argument("--seed", type=int, default=0,

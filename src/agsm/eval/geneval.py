@@ -7,20 +7,23 @@ official GenEval scorer elsewhere (it needs an object detector this project does
 For prompt i (line i of the metadata file) it writes OUT/<i:05d>/metadata.jsonl (that line, as given) and
 OUT/<i:05d>/samples/<j:04d>.png for j < --images-per-prompt, image j of prompt i drawn with seed + i * N + j
 (N = images per prompt). Images are written atomically; a folder with all its samples is skipped when the command
-runs again, so a killed export resumes. OUT/export.json records the settings (GenEval's scorer reads only the
-numbered folders). Then, with GenEval: python evaluation/evaluate_images.py OUT --outfile results.jsonl ...
+runs again, so a killed export resumes. OUT/config.json records the settings (agsm.eval.resumable; folders written
+before hold export.json, still read); GenEval's scorer reads only the numbered folders. Then, with GenEval:
+python evaluation/evaluate_images.py OUT --outfile results.jsonl ...
 """
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
-from ..backbones.variants import variant_from_args
+from ..draw import draw_batches
+from ..utils.atomic_files import write_png
 from ..utils.devices import resolve_device_and_dtype
 from ..utils.progress import progress
-from .generation import (add_model_args, check_same_config, generate, open_pipeline, run_config, sampler_dict,
-                         save_png)
+from .generation import add_model_args, model_keywords, open_pipeline, run_config, sampler_dict
+from .resumable import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +50,24 @@ def read_metadata(path) -> list[tuple[str, dict]]:
     return lines
 
 
-def export_geneval(args) -> dict:
-    """Draw every missing sample; returns {'prompts', 'images', 'drawn'} counts."""
-    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
-    if args.images_per_prompt < 1:
-        raise ValueError(f"--images-per-prompt {args.images_per_prompt} must be >= 1")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
-    lines = read_metadata(args.metadata)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    per = args.images_per_prompt
+def export_geneval(*, model, metadata, out, tokens=None, uncond_tokens: str = "positive",
+                   images_per_prompt: int = 4, batch_size: int = 4, steps=None, guidance=None, size=None,
+                   seed: int = 0, device: str = "auto", dtype="auto", variant=None, overwrite: bool = False) -> dict:
+    """Draw every missing sample (options as `agsm eval geneval-export`'s); returns {'prompts', 'images', 'drawn'}
+    counts. A folder holding other settings is refused, or with `overwrite` started afresh (agsm.eval.resumable)."""
+    resolve_device_and_dtype(device, dtype)  # a device this machine lacks fails first
+    if images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    lines = read_metadata(metadata)
+    out = Path(out)
+    per = images_per_prompt
+    # GenEval's layout has no manifest: a sample is done when its file is there (each written atomically)
+    run = RunRecord(out, run_config(model, tokens, uncond_tokens, seed, device, dtype, variant, images_per_prompt=per,
+                                    metadata=str(Path(metadata).resolve())),
+                    overwrite=overwrite, clear=lambda: [shutil.rmtree(_folder(out, i), ignore_errors=True)
+                                                        for i in range(len(lines))])
     todo = {i: [j for j in range(per) if not (_folder(out, i) / "samples" / f"{j:04d}.png").is_file()]
             for i in range(len(lines))}
     todo = {i: js for i, js in todo.items() if js}
@@ -65,24 +75,27 @@ def export_geneval(args) -> dict:
     pipe = sampler = None
     with progress(total=sum(len(js) for js in todo.values()), desc="geneval export", unit="img") as bar:
         for i, samples in todo.items():
-            if pipe is None:
-                pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                              args.steps, args.guidance, args.size,
-                                              variant=variant_from_args(args))
-                check_same_config(out / "export.json", {**run_config(args, images_per_prompt=per,
-                                                                     metadata=str(Path(args.metadata).resolve())),
-                                                        "sampler": sampler_dict(sampler)})
+            if pipe is None:  # loaded only when a sample is missing
+                pipe, sampler = open_pipeline(model, tokens, uncond_tokens, device, dtype, steps, guidance, size,
+                                              variant=variant)
+                run.resolve({"sampler": sampler_dict(sampler)})
             folder = _folder(out, i)
             (folder / "samples").mkdir(parents=True, exist_ok=True)
             (folder / "metadata.jsonl").write_text(lines[i][0] + "\n")
             prompt = lines[i][1]["prompt"]
-            for start in range(0, len(samples), args.batch_size):
-                chunk = samples[start:start + args.batch_size]
-                images = generate(pipe, [prompt] * len(chunk), [args.seed + i * per + j for j in chunk], sampler)
-                for j, image in zip(chunk, images):
-                    save_png(image, folder / "samples" / f"{j:04d}.png")
-                bar.update(len(chunk))
+            for batch, images in draw_batches(pipe, [prompt] * len(samples), [seed + i * per + j for j in samples],
+                                              steps=sampler.steps, guidance=sampler.guidance, batch_size=batch_size,
+                                              size=sampler.size, t5_free_fast=False):
+                for k, image in zip(batch, images):
+                    write_png(folder / "samples" / f"{samples[k]:04d}.png", image)
+                bar.update(len(batch))
     return {"prompts": len(lines), "images": len(lines) * per, "drawn": sum(len(js) for js in todo.values())}
+
+
+def geneval_keywords(args) -> dict:
+    """The CLI adapter: `agsm eval geneval-export`'s parsed options as export_geneval's keywords."""
+    return {**model_keywords(args), "metadata": args.metadata, "out": args.out,
+            "images_per_prompt": args.images_per_prompt, "batch_size": args.batch_size}
 
 
 def _folder(out: Path, index: int) -> Path:
@@ -103,6 +116,6 @@ def add_commands(eval_subparsers) -> None:
 def _run(args, extra) -> None:
     if extra:
         raise ValueError(f"agsm eval geneval-export: unknown arguments {extra}")
-    counts = export_geneval(args)
+    counts = export_geneval(**geneval_keywords(args))
     print(f"{counts['prompts']} prompts x {args.images_per_prompt} images in {args.out} "
           f"({counts['drawn']} drawn now); score them with GenEval's evaluation/evaluate_images.py")

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..utils.atomic_files import write_text
+from ..utils.atomic_files import write_json, write_png, write_text
 from ..backbones.variants import add_variant_options, variant_from_args
 from ..utils.devices import add_device_options, resolve_device, resolve_device_and_dtype
+from ..utils.markdown_tables import fixed, table_lines
 from ..utils.progress import progress
-from .generation import (Manifest, check_same_config, default_label, metric_dtype, open_pipeline, report_command,
-                         run_config, save_png, write_json)
+from .generation import default_label, metric_dtype, open_pipeline, report_command, run_config
+from .resumable import ResumableRun
 from .pie_data import EDITING_TYPES, decode_mask, read_mapping
 from ..metrics.pie_metrics import DISPLAY, METRICS, WEIGHTS, background_scores, clip_scores
 from .scoring import default_metric_loader
@@ -34,22 +35,31 @@ from .scoring import default_metric_loader
 log = logging.getLogger(__name__)
 
 
-def evaluate_pie(args, editor=None, metric_loader=default_metric_loader) -> dict:
-    """Edit every missing entry, then score all; tests pass a fake `editor` with edit()'s signature."""
-    resolve_device_and_dtype(args.device, args.dtype)  # a device this machine lacks fails first
-    chosen = _chosen_metrics(args)
-    items = read_mapping(args.pie, args.types.split(",") if args.types else None, args.num)
-    scorers = _load_scorers(args, chosen, metric_loader)  # bad weights fail before hours of editing
-    out = Path(args.out)
-    (out / "edited").mkdir(parents=True, exist_ok=True)
-    _edit_all(args, items, out, editor)
-    manifest = Manifest(out / "manifest.jsonl").entries
-    rows = _score_all(items, out, manifest, chosen, scorers)
+def evaluate_pie(*, model, pie, out, tokens=None, uncond_tokens: str = "positive", method=None, options=None,
+                 size=None, seed: int = 0, types=None, num=None, metrics=None, clip=None, lpips=None,
+                 lpips_net: str = "squeeze", dino=None, dino_layer=None, device: str = "auto", dtype="auto",
+                 variant=None, label=None, overwrite: bool = False, editor=None,
+                 metric_loader=default_metric_loader) -> dict:
+    """Edit every missing entry, then score all (options as `agsm eval pie-bench`'s; `options`: the editing
+    method's options by name, as agsm.editing.cli.options_from_args gives them); tests pass a fake `editor` with
+    edit()'s signature. A folder holding other settings is refused, or with `overwrite` started afresh."""
+    resolve_device_and_dtype(device, dtype)  # a device this machine lacks fails first
+    weights = {"clip": clip, "lpips": lpips, "dino": dino}
+    chosen = _chosen_metrics(metrics, weights)
+    items = read_mapping(pie, types.split(",") if types else None, num)
+    scoring = {"device": resolve_device(device), "dtype": metric_dtype(device, dtype)}
+    scorers = _load_scorers(chosen, lpips_net, dino_layer, scoring, metric_loader)  # bad weights fail first
+    out = Path(out)
+    identity = dict(model=model, tokens=tokens, uncond_tokens=uncond_tokens, seed=seed, device=device, dtype=dtype,
+                    variant=variant)
+    run = ResumableRun(out, run_config(**identity), items_dir="edited", resolved_keys=("size", "method", "options"),
+                       files_in_items_dir=True, overwrite=overwrite)
+    _edit_all(run, items, identity, method, dict(options or {}), size, editor)
+    rows = _score_all(items, run, chosen, scorers)
 
-    result = {"kind": "pie-bench", "label": args.label or default_label(args),
-              "config": {**json.loads((out / "config.json").read_text()),
-                         "metrics": list(chosen), "weights": {k: getattr(args, k) for k in ("clip", "lpips", "dino")},
-                         "lpips_net": args.lpips_net},
+    result = {"kind": "pie-bench", "label": label or default_label(model, tokens, variant),
+              "config": {**run.settings, **run.resolved,
+                         "metrics": list(chosen), "weights": weights, "lpips_net": lpips_net},
               "n": len(items), "metrics": _means(rows, chosen),
               "by_type": {t: _means([r for r in rows if r["editing_type_id"] == t], chosen)
                           for t in sorted({r["editing_type_id"] for r in rows}, key=int)},
@@ -60,16 +70,28 @@ def evaluate_pie(args, editor=None, metric_loader=default_metric_loader) -> dict
     return result
 
 
-def _chosen_metrics(args) -> dict[str, str | None]:
+def pie_keywords(args) -> dict:
+    """The CLI adapter: `agsm eval pie-bench`'s parsed options as evaluate_pie's keywords."""
+    from ..editing.cli import options_from_args
+
+    return {"model": args.model, "pie": args.pie, "out": args.out, "tokens": args.tokens,
+            "uncond_tokens": args.uncond_tokens, "method": args.method, "options": options_from_args(args),
+            "size": args.size, "seed": args.seed, "types": args.types, "num": args.num, "metrics": args.metrics,
+            "clip": args.clip, "lpips": args.lpips, "lpips_net": args.lpips_net, "dino": args.dino,
+            "dino_layer": args.dino_layer, "device": args.device, "dtype": args.dtype,
+            "variant": variant_from_args(args), "label": args.label}
+
+
+def _chosen_metrics(metrics: str | None, weights: dict) -> dict[str, str | None]:
     """{metric: weights path or None}; explicitly requested metrics must have their weights."""
-    requested = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    requested = [m.strip() for m in metrics.split(",")] if metrics else None
     for name in requested or []:
         if name not in METRICS:
             raise ValueError(f"--metrics {name!r} is not one of {','.join(METRICS)}")
     chosen = {}
     for name in requested or METRICS:
         source = WEIGHTS.get(name)
-        path = getattr(args, source) if source else None
+        path = weights[source] if source else None
         if source and path and not Path(path).exists():
             raise FileNotFoundError(f"--{source} {path} does not exist")
         if source and not path:
@@ -81,55 +103,44 @@ def _chosen_metrics(args) -> dict[str, str | None]:
     return chosen
 
 
-def _edit_all(args, items: list[dict], out: Path, editor) -> None:
+def _edit_all(run: ResumableRun, items: list[dict], identity: dict, method, given: dict, size, editor) -> None:
     from ..editing import edit, edit_options
-    from ..editing.cli import options_from_args
 
-    manifest = Manifest(out / "manifest.jsonl")
-    todo = [it for it in items if it["index"] not in manifest.done(out / "edited")]
-    if not todo and (out / "config.json").is_file():  # all edited: check the settings without loading the model
-        _check_finished(out / "config.json", args, options_from_args(args))
+    done = run.entries
+    todo = [it for it in items if it["index"] not in done]
+    if not todo and run.resolved is not None:  # all edited: check the settings without loading the model
+        held = {"size": run.resolved["size"], "method": run.resolved["method"], **run.resolved["options"]}
+        run.check_given({"size": size, "method": method, **given}, held)
         return
-    pipe, sampler = open_pipeline(args.model, args.tokens, args.uncond_tokens, args.device, args.dtype,
-                                  size=args.size, variant=variant_from_args(args))
-    method, options = edit_options(pipe, args.method, **options_from_args(args))
-    check_same_config(out / "config.json", {**run_config(args), "size": sampler.size, "method": method,
-                                            "options": dataclasses.asdict(options)})
+    pipe, sampler = open_pipeline(identity["model"], identity["tokens"], identity["uncond_tokens"],
+                                  identity["device"], identity["dtype"], size=size, variant=identity["variant"])
+    method, options = edit_options(pipe, method, **given)
+    run.resolve({"size": sampler.size, "method": method, "options": dataclasses.asdict(options)})
     editor = editor or edit
+    seed = identity["seed"]
     for it in progress(todo, desc="PIE-Bench edits", unit="img"):
         with Image.open(it["image"]) as image:
             source = image.convert("RGB").resize((sampler.size, sampler.size), Image.Resampling.LANCZOS)
-        edited = editor(pipe, source, it["source_prompt"], it["target_prompt"], seed=args.seed + it["index"],
+        edited = editor(pipe, source, it["source_prompt"], it["target_prompt"], seed=seed + it["index"],
                         method=method, progress=False, **dataclasses.asdict(options))
         name = f"{it['key']}.png"
-        save_png(edited, out / "edited" / name)
-        manifest.append({"index": it["index"], "key": it["key"], "file": name, "seed": args.seed + it["index"]})
+        write_png(run.out / run.items_dir / name, edited)
+        run.record([{"index": it["index"], "key": it["key"], "file": name, "seed": seed + it["index"]}])
 
 
-def _check_finished(path: Path, args, given: dict) -> None:
-    saved = json.loads(path.read_text())
-    check_same_config(path, {**run_config(args), **{k: saved.get(k) for k in ("size", "method", "options")}})
-    asked = {"size": args.size, "method": args.method, **given}
-    held = {"size": saved["size"], "method": saved["method"], **saved["options"]}
-    for name, value in asked.items():
-        if value is not None and value != held.get(name):
-            raise ValueError(f"{name} {value!r} differs from the finished run in {path.parent} ({held.get(name)!r}); "
-                             "use another --out for a new run")
-
-
-def _load_scorers(args, chosen: dict, metric_loader) -> dict:
+def _load_scorers(chosen: dict, lpips_net: str, dino_layer, scoring: dict, metric_loader) -> dict:
     from ..metrics.lpips_net import load_lpips
     from ..metrics.structure_distance import load_structure_distance
 
     clip_path = chosen.get("clip_whole") or chosen.get("clip_edited")
-    device = resolve_device(args.device)
-    return {"lpips": load_lpips(chosen["lpips"], args.lpips_net, device) if "lpips" in chosen else None,
-            "structure": load_structure_distance(chosen["structure_distance"], device, args.dino_layer)
+    device = scoring["device"]
+    return {"lpips": load_lpips(chosen["lpips"], lpips_net, device) if "lpips" in chosen else None,
+            "structure": load_structure_distance(chosen["structure_distance"], device, dino_layer)
             if "structure_distance" in chosen else None,
-            "clip": metric_loader("clip", clip_path, device, metric_dtype(args), 16) if clip_path else None}
+            "clip": metric_loader("clip", clip_path, device, scoring["dtype"], 16) if clip_path else None}
 
 
-def _score_all(items, out: Path, manifest: dict, chosen: dict, scorers: dict, chunk: int = 32) -> list[dict]:
+def _score_all(items, run: ResumableRun, chosen: dict, scorers: dict, chunk: int = 32) -> list[dict]:
     clip, lpips, structure = scorers["clip"], scorers["lpips"], scorers["structure"]
     rows = []
     for start in progress(range(0, len(items), chunk), desc="PIE-Bench metrics", unit="chunk"):
@@ -138,7 +149,7 @@ def _score_all(items, out: Path, manifest: dict, chosen: dict, scorers: dict, ch
         for it in batch:
             with Image.open(it["image"]) as image:
                 sources.append(image.convert("RGB"))
-            with Image.open(out / "edited" / manifest[it["index"]]["file"]) as image:
+            with Image.open(run.file(it["index"])) as image:
                 edits.append(image.convert("RGB").resize(sources[-1].size, Image.Resampling.BICUBIC))
             masks.append(decode_mask(it["mask_rle"], sources[-1].height, sources[-1].width))
         clips = clip_scores(clip, edits, masks, [it["target_prompt"] for it in batch], chosen) if clip else {}
@@ -147,7 +158,7 @@ def _score_all(items, out: Path, manifest: dict, chosen: dict, scorers: dict, ch
             scores.update({name: values[k] for name, values in clips.items()})
             rows.append({"key": it["key"], "index": it["index"], "editing_type_id": it["editing_type_id"],
                          "source_prompt": it["source_prompt"], "target_prompt": it["target_prompt"],
-                         "file": f"edited/{manifest[it['index']]['file']}", **scores})
+                         "file": f"{run.items_dir}/{run.file(it['index']).name}", **scores})
     return rows
 
 
@@ -163,30 +174,25 @@ def results_markdown(results: list[dict]) -> str:
     """PIE-Bench's table (its scale factors), one row per results dict; then the CLIP-edited score per type."""
     names = [m for m in METRICS if any(m in r["metrics"] for r in results)]
     head = [f"{DISPLAY[m][0]} {'↑' if DISPLAY[m][2] else '↓'}" for m in names]
-    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(names)]
-    for r in results:
-        cells = [_cell(r["metrics"].get(m), DISPLAY[m][1]) for m in names]
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-    lines += ["", f"PIE-Bench, {results[0]['n']} entries. Per editing type:", "",
-              "| type | " + " | ".join(head) + " |", "|---|" + "---|" * len(names)]
-    for r in results:
-        for t, means in r["by_type"].items():
-            cells = [_cell(means.get(m), DISPLAY[m][1]) for m in names]
-            lines.append(f"| {r['label']}: {t} {EDITING_TYPES[t]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    overall = table_lines(["method", *head], [[r["label"], *(_cell(r["metrics"].get(m), DISPLAY[m][1]) for m in names)]
+                                               for r in results])
+    per_type = table_lines(["type", *head], [[f"{r['label']}: {t} {EDITING_TYPES[t]}",
+                                              *(_cell(means.get(m), DISPLAY[m][1]) for m in names)]
+                                             for r in results for t, means in r["by_type"].items()])
+    return "\n".join([*overall, "", f"PIE-Bench, {results[0]['n']} entries. Per editing type:", "", *per_type])
 
 
 def _cell(entry, factor) -> str:
-    return "-" if not entry or entry["mean"] is None else f"{entry['mean'] * factor:.2f}"
+    return fixed(None if not entry or entry["mean"] is None else entry["mean"] * factor, 2)
 
 
 def add_commands(eval_subparsers) -> None:
+    from ..cli_options import add_model_options
     from ..editing.cli import add_edit_options
 
     p = eval_subparsers.add_parser("pie-bench", help="PIE-Bench editing: edit with agsm.editing, score structure, "
                                                      "background preservation and CLIP; resumable")
-    p.add_argument("--model", required=True, help="local diffusers pipeline folder (SD1.5, SDXL or SD3)")
-    p.add_argument("--tokens", help="soft_tokens.safetensors (or its folder); omit for the base model")
+    add_model_options(p)
     p.add_argument("--pie", required=True, help="PIE-Bench's data folder: mapping_file.json, annotation_images/")
     p.add_argument("--out", required=True, help="folder for edited/, manifest, results.json, scores.jsonl, results.md")
     add_variant_options(p)
@@ -204,5 +210,5 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--dino-layer", type=int, help="layer whose keys are compared (default: the last, 11 for ViT-B)")
     add_device_options(p)
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
-    p.set_defaults(run=report_command("pie-bench", evaluate_pie, results_markdown))
+    p.set_defaults(run=report_command("pie-bench", evaluate_pie, results_markdown, pie_keywords))
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..utils.atomic_files import write_json
+from ..draw import draw_images
+from ..utils.atomic_files import write_json, write_png
 from ..utils.devices import dtype_name, resolve_device_and_dtype
 from ..pipelines import load_soft_tokens
 from ..utils.progress import progress
-from ..report.grids import framed, grid
+from ..utils.image_grids import framed, grid
 from ..sample import load_pipeline
 from ..shapes.evaluate import image_seed, judge_image, sampler_record, suite_jobs, summarize
-from ..shapes.generate import generate, resolve_sampler
+from ..shapes.generate import resolve_sampler
 from ..shapes.spec import CATEGORIES
 from ..shapes.suite import load_eval_suite
-from .generation import save_png
 from .resumable import ResumableRun, file_digest, folder_stamp
 
 
@@ -30,13 +30,14 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
                     steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
                     keep_images: bool = False, batch_size: int = 50, device: str = "cpu",
-                    dtype="float32", show_progress: bool = True, variant=None) -> dict:
+                    dtype="float32", show_progress: bool = True, variant=None, overwrite: bool = False) -> dict:
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
     steps / guidance None: the model's recommended sampler (the shipped models: 25 steps, guidance sd15 6, sd3 5),
     else its architecture's (agsm.backbones.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
     given; a run resumes only in the precision it started with. variant: another denoiser and/or a LoRA on the
-    model (agsm.backbones.variants), part of the run's identity.
+    model (agsm.backbones.variants), part of the run's identity. A folder holding a run with other settings is
+    refused, or with `overwrite` started afresh (agsm.eval.resumable: the one resume policy).
     """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
@@ -59,7 +60,7 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
     if variant is not None and not variant.is_stock:  # only then, so runs of the stock model resume as before
         settings["variant"] = {**variant.describe(), "files": [folder_stamp(p) if Path(p).is_dir() else file_digest(p)
                                                               for p in (variant.denoiser, variant.lora) if p]}
-    run = ResumableRun(out, settings)
+    run = ResumableRun(out, settings, overwrite=overwrite)
     done = run.entries
     batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
     todo = [b for b in batches if not all(i in done for i in b)]
@@ -68,7 +69,7 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
         if tokens:
             load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens)
         steps, guidance = resolve_sampler(pipe, steps, guidance)
-        run.set_sampler(sampler_record(pipe, steps, guidance))
+        run.resolve({"sampler": sampler_record(pipe, steps, guidance)})
         with progress(total=sum(len(b) for b in todo), desc="eval shapes", unit="img",
                       disable=not show_progress) as bar:
             for batch in todo:
@@ -92,12 +93,13 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
 def _draw_batch(pipe, run: ResumableRun, batch: list[tuple[int, dict, int]], seed: int, steps: int,
                 guidance: float) -> None:
     """Draw one batch in one pipeline call, save its images, then record their verdicts in the manifest."""
-    images = generate(pipe, [line["prompt"] for _, line, _ in batch], [image_seed(line, k, seed) for _, line, k in batch],
-                      steps=steps, guidance=guidance, batch_size=len(batch))
+    images = draw_images(pipe, [line["prompt"] for _, line, _ in batch],
+                         [image_seed(line, k, seed) for _, line, k in batch], steps=steps, guidance=guidance,
+                         batch_size=len(batch))
     entries = []
     for (index, line, k), image in zip(batch, images):
         file = run.image_path(index)
-        save_png(image, run.out / file)
+        write_png(run.out / file, image)
         entries.append({"index": index, "file": file, **judge_image(line, k, seed, image)})
     run.record(entries)
 

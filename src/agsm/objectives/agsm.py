@@ -4,9 +4,52 @@ METHOD.md, "AGSM loss", steps 1-8; the step below is the thin model-calling laye
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from .options import TokenMethodOptions, check, method_name
 from .pairs import PairBatch, draw_noise, on_device, per_pair_mse, tile, where_true
+from .registry import MethodSpec, register
+
+
+@dataclass
+class AgsmOptions(TokenMethodOptions):
+    """`method` when method.name is agsm (METHOD.md "AGSM loss"); the token family's options come from the base."""
+
+    name: str = method_name("agsm")
+    gamma_pos: float = field(default=1.0, metadata={
+        "help": "weight of the guidance shift in the positive pairs' targets, y + gamma_pos D"})
+    gamma_neg: float = field(default=1.0, metadata={
+        "help": "weight of the shift in the negative pairs' targets, y - gamma_neg D; 0 drops psi- and the negative "
+                "term (the positive-only ablation)"})
+    temperature: float = field(default=0.1, metadata={
+        "help": "Plackett-Luce softmax temperature over the captions (public code value)"})
+    # docs/study.md, item 1: why v-space
+    reward_space: str = field(default="target", metadata={
+        "help": "where the implicit reward's error is measured: target (the model's target space: paper, code) | "
+                "velocity (v-space, beyond the paper: an eps model's reward gaps no longer vanish at large t)"})
+    shared_tokens: bool = field(default=False, metadata={"help": "ablation: psi+ and psi- are one tensor"})
+    ema_at: str = field(default="auto", metadata={
+        "help": "where the EMA prediction is evaluated: previous_step (one Euler step earlier, x_{t+dt}: the paper's "
+                "derivation) | x_t (public code) | auto (previous_step on flow backbones, x_t on UNets)"})
+    ema_step: float = field(default=1000 / 28, metadata={
+        "help": "dt of ema_at previous_step, in timesteps: 1000 / 28, one step of the 28-step SD3 sampler"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.temperature > 0, f"method.temperature {self.temperature} must be > 0")
+        check(self.ema_at in ("auto", "x_t", "previous_step"),
+              f"method.ema_at {self.ema_at!r} is not one of 'auto', 'x_t', 'previous_step'")
+        check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
+        check(self.reward_space in ("target", "velocity"),
+              f"method.reward_space {self.reward_space!r} is not one of 'target', 'velocity'")
+        check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
+
+
+def agsm_token_sets(options: AgsmOptions) -> int:
+    """AGSM trains psi+ and psi- unless the tokens are shared or negatives are dropped (gamma_neg = 0)."""
+    return 1 if options.shared_tokens or options.gamma_neg == 0 else 2
 
 
 def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tensor, gamma_pos: float,
@@ -81,3 +124,8 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
                                  "own_caption_weight": own_weight.detach(),
                                  "shift_rms_pos": (shift[where_true(positive, dev)].mean().sqrt() / y_rms).detach(),
                                  "shift_rms_neg": (shift[where_true(~positive, dev)].mean().sqrt() / y_rms).detach()}
+
+
+register(MethodSpec("agsm", AgsmOptions, agsm_step, data="captions", trains="tokens", token_sets=agsm_token_sets,
+                    about="AGSM: score matching towards targets shifted by the model's implicit alignment reward "
+                          "(soft tokens psi+ and psi-)"))

@@ -12,11 +12,29 @@ regression target (eps, v, or flow velocity), so the step serves every parameter
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
 from ..backbones.base import TextCond
+from .options import MethodOptions, check, method_name
 from .pairs import per_pair_mse
+from .registry import MethodSpec, register
+
+
+@dataclass
+class DpoOptions(MethodOptions):
+    """`method` when method.name is dpo; InPO's options extend these (it shares the loss and its beta)."""
+
+    name: str = method_name("dpo")
+    beta: float = field(default=5000.0, metadata={
+        "help": "Diffusion-DPO and InPO: beta in -log sigmoid(-beta/2 [(err_w - ref_w) - (err_l - ref_l)]) (the "
+                "public Diffusion-DPO script's default and SD1.5 launcher: 5000; InPO's SD1.5 example: 2000)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.beta > 0, f"method.beta {self.beta} must be > 0")
 
 
 def diffusion_dpo_loss(err_w: torch.Tensor, err_l: torch.Tensor, ref_err_w: torch.Tensor, ref_err_l: torch.Tensor,
@@ -55,4 +73,8 @@ def dpo_step(denoiser, batch, config, generator: torch.Generator) -> tuple[torch
     x0 = torch.cat([batch.x0_w, batch.x0_l])
     t, eps = draw_pair_noise(denoiser, batch.num_pairs, batch.x0_w, generator)
     x_t, y = denoiser.add_noise(x0, eps, t), denoiser.target(x0, eps, t)
-    return preference_loss_at(denoiser, x0, x_t, t, TextCond.cat([batch.cond, batch.cond]), y, config.dpo_beta)
+    return preference_loss_at(denoiser, x0, x_t, t, TextCond.cat([batch.cond, batch.cond]), y, config.beta)
+
+
+register(MethodSpec("dpo", DpoOptions, dpo_step, data="pairs", trains="backbone",
+                    about="Diffusion-DPO (Wallace et al. 2023): the backbone, on preference pairs"))

@@ -1,9 +1,20 @@
 """Plain denoising score matching on positive pairs with psi+: the reference the two methods shift from."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .options import TokenMethodOptions, method_name
 from .pairs import PairBatch, draw_noise, per_pair_mse, tile
+from .registry import MethodSpec, register
+
+
+@dataclass
+class DsmOptions(TokenMethodOptions):
+    """`method` when method.name is dsm: the token family's options only."""
+
+    name: str = method_name("dsm")
 
 
 def dsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -13,3 +24,7 @@ def dsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) -> 
     pred = denoiser(*tile(batch, x_t, t, batch.positive_mask()))  # a host mask: no sync (pairs.py)
     loss = per_pair_mse(pred, y).mean()
     return loss, {}
+
+
+register(MethodSpec("dsm", DsmOptions, dsm_step, data="captions", trains="tokens",
+                    about="plain denoising score matching on the positive pairs (the reference AGSM shifts from)"))

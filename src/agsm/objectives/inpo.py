@@ -9,20 +9,45 @@ tuned on the latents that actually lead to the preferred (and dispreferred) imag
 and the Diffusion-DPO loss (objectives/dpo.py) at (x_t^*, t) against eps^* (InPO's DDIM-InPO objective).
 
 As the public code does: t is drawn uniformly per pair (winner and loser share it); the inversion runs the coarse
-DDIM grid of `method.inpo_inversion_steps` timesteps (10) from x_0 through every grid timestep below t, with the model
-being trained (`inpo_invert_with policy`; `reference` uses the frozen start) and no gradient, adding
-`inpo_inversion_eta` (0.1) times the DDIM posterior std of noise after each step; eps^* is then re-derived at t
-itself. The public code's SD1.5 example uses beta = 2000 (method.dpo_beta). Inversion here is computed each step for
+DDIM grid of `method.inversion_steps` timesteps (10) from x_0 through every grid timestep below t, with the model
+being trained (`invert_with policy`; `reference` uses the frozen start) and no gradient, adding
+`inversion_eta` (0.1) times the DDIM posterior std of noise after each step; eps^* is then re-derived at t
+itself. The public code's SD1.5 example uses beta = 2000 (method.beta). Inversion here is computed each step for
 the step's batch (what the public code does): a resumed run recomputes exactly the same latents.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..backbones.base import TextCond
-from .dpo import draw_pair_noise, preference_loss_at
+from .dpo import DpoOptions, draw_pair_noise, preference_loss_at
+from .options import check, method_name
+from .registry import MethodSpec, register
+
+
+@dataclass
+class InpoOptions(DpoOptions):
+    """`method` when method.name is inpo: Diffusion-DPO's beta (the base) and the inversion's settings."""
+
+    name: str = method_name("inpo")
+    inversion_steps: int = field(default=10, metadata={
+        "help": "DDIM inversion steps over the whole schedule (public code 10); x_t is the inversion's state at the "
+                "last of its timesteps below t"})
+    inversion_eta: float = field(default=0.1, metadata={
+        "help": "noise added after each inversion step, times the DDIM posterior std (public code 0.1; 0: the "
+                "deterministic inversion)"})
+    invert_with: str = field(default="policy", metadata={
+        "help": "the model that inverts, without gradient: policy (the model being trained, public code) | "
+                "reference (the frozen start)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.inversion_steps >= 1, f"method.inversion_steps {self.inversion_steps} must be >= 1")
+        check(self.inversion_eta >= 0, f"method.inversion_eta {self.inversion_eta} must be >= 0")
+        check(self.invert_with in ("policy", "reference"),
+              f"method.invert_with {self.invert_with!r} is not one of 'policy', 'reference'")
 
 
 @dataclass(frozen=True)
@@ -93,11 +118,16 @@ def inpo_step(denoiser, batch, config, generator: torch.Generator) -> tuple[torc
     x0 = torch.cat([batch.x0_w, batch.x0_l])
     t, _ = draw_pair_noise(denoiser, batch.num_pairs, batch.x0_w, generator)
     cond = TextCond.cat([batch.cond, batch.cond])
-    schedule = denoiser.inversion_schedule(config.inpo_inversion_steps)
-    model = config.inpo_invert_with
+    schedule = denoiser.inversion_schedule(config.inversion_steps)
+    model = config.invert_with
     x_t = ddim_invert(lambda x, s, c: denoiser.predict_eps(x, s, c, model=model), x0, t, cond, schedule,
-                      config.inpo_inversion_eta, generator)
+                      config.inversion_eta, generator)
     eps = inversion_noise_target(x_t, x0, denoiser.alphas_cumprod.to(t.device)[t.long()])
     y = denoiser.target(x0, eps, t)  # eps itself for an eps model; v re-derived from it for a v model
-    loss, logs = preference_loss_at(denoiser, x0, x_t, t, cond, y, config.dpo_beta)
+    loss, logs = preference_loss_at(denoiser, x0, x_t, t, cond, y, config.beta)
     return loss, logs
+
+
+register(MethodSpec("inpo", InpoOptions, inpo_step, data="pairs", trains="backbone",
+                    unet_only="runs DDIM (inversion or sampling)",
+                    about="InPO (Lu et al., CVPR 2025): Diffusion-DPO on the latents DDIM inversion gives each image"))

@@ -1,9 +1,29 @@
 """SoftREPA (Lee et al. 2025): contrastive soft tokens, the baseline AGSM improves on (METHOD.md)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from .options import TokenMethodOptions, check, method_name
 from .pairs import PairBatch, draw_noise, on_device, per_pair_mse, tile, where_true
+from .registry import MethodSpec, register
+
+
+@dataclass
+class SoftrepaOptions(TokenMethodOptions):
+    """`method` when method.name is softrepa; the token family's options come from the base."""
+
+    name: str = method_name("softrepa")
+    temperature: float = field(default=0.07, metadata={
+        "help": "tau in logits = scale * exp(-err / tau) (public code 0.07)"})
+    scale: float = field(default=4.0, metadata={"help": "scale in logits = scale * exp(-err / tau) (public code 4)"})
+    diagonal_weight: float = field(default=0.0, metadata={
+        "help": "weight d of the extra d * mean positive-pair error (public code: 10 on SD1.5/SDXL, 0 on SD3)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.temperature > 0, f"method.temperature {self.temperature} must be > 0")
 
 
 def softrepa_loss(err: torch.Tensor, pos_index: torch.Tensor, temperature: float = 0.07, scale: float = 4.0,
@@ -24,10 +44,14 @@ def softrepa_step(denoiser, batch: PairBatch, config, generator: torch.Generator
     pred = denoiser(x_pairs, t_pairs, cond, torch.zeros_like(set_index))
     err = per_pair_mse(pred, y.repeat_interleave(k, dim=0)).reshape(b, k)
     pos = on_device(batch.pos_index, x0.device)
-    contrastive = softrepa_loss(err, pos, config.softrepa_temperature, config.softrepa_scale)
+    contrastive = softrepa_loss(err, pos, config.temperature, config.scale)
     diagonal = err.gather(1, pos[:, None]).mean()
     loss = contrastive + config.diagonal_weight * diagonal
     # The negatives picked by index from the host's mask: a device-side bool selection would sync (pairs.py).
     negatives = where_true(~batch.positive_mask(), x0.device)
     return loss, {"contrastive": contrastive.detach(), "err_pos": diagonal.detach(),
                   "err_neg": err.flatten()[negatives].mean().detach() if k > 1 else diagonal.detach()}
+
+
+register(MethodSpec("softrepa", SoftrepaOptions, softrepa_step, data="captions", trains="tokens",
+                    about="SoftREPA (Lee et al. 2025): contrastive soft tokens, one set"))

@@ -22,12 +22,48 @@ trajectory and trains on them in minibatches; one ranked step per trajectory kee
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..backbones.base import TextCond
+from .options import MethodOptions, check, method_name
+from .registry import MethodSpec, register
+
+
+@dataclass
+class SpoOptions(MethodOptions):
+    """`method` when method.name is spo (defaults: the public SD1.5 config)."""
+
+    name: str = method_name("spo")
+    steps: int = field(default=20, metadata={"help": "DDIM sampling steps of the trajectories (public 20)"})
+    eta: float = field(default=1.0, metadata={
+        "help": "DDIM eta of the sampling (1: DDPM-like, the public setting; > 0 so steps have a density)"})
+    guidance: float = field(default=5.0, metadata={
+        "help": "classifier-free guidance of the sampling and of the trained log-probabilities (public 5)"})
+    candidates: int = field(default=4, metadata={
+        "help": "candidate x_{t-1} drawn from the same x_t (public SD1.5 config 4)"})
+    divert_start: int = field(default=4, metadata={
+        "help": "the first sampling step whose candidates are ranked (public 4): the ranked step is drawn uniformly "
+                "from [divert_start, steps)"})
+    threshold: float = field(default=0.3, metadata={
+        "help": "a best/worst pair counts when softmax([s_best, s_worst]) differs by more than this (public 0.3)"})
+    beta: float = field(default=10.0, metadata={"help": "beta of the DPO-style loss (public 10)"})
+    clip: float = field(default=0.1, metadata={
+        "help": "the probability ratio p_theta / p_ref is clipped to [1 - clip, 1 + clip] (public 0.1)"})
+    scorer: str = field(default="shapes_judge", metadata={
+        "help": "the step-aware scorer of the candidates' predicted images: shapes_judge (ShapesWorld's exact judge) "
+                "or module.path:name of a callable (images, prompts, t) -> scores"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.beta > 0, f"method.beta {self.beta} must be > 0")
+        check(self.eta > 0, f"method.eta {self.eta} must be > 0 (SPO needs stochastic steps)")
+        check(self.candidates >= 2, f"method.candidates {self.candidates} must be >= 2")
+        check(0 <= self.divert_start < self.steps,
+              f"method.divert_start {self.divert_start} must be in [0, steps {self.steps})")
+        check(0 < self.clip < 1, f"method.clip {self.clip} must be in (0, 1)")
 
 
 def ddim_step_std(abar_t: float, abar_prev: float, eta: float) -> float:
@@ -83,9 +119,9 @@ class StepPairs:
 def spo_pairs(denoiser, batch, config, generator: torch.Generator) -> tuple[StepPairs, dict]:
     """Sample each prompt's trajectory (no gradient) to a step drawn from [divert_start, steps), draw k candidates
     there and rank them with the scorer: the pairs of one SPO step, and what to log about them."""
-    schedule = denoiser.ddim_schedule(config.spo_steps)  # [(t, a_t, a_prev)], from noise to image
-    b, k, g, eta = batch.num_prompts, config.spo_candidates, config.spo_guidance, config.spo_eta
-    ranked = int(torch.randint(config.spo_divert_start, len(schedule), (1,), generator=generator))
+    schedule = denoiser.ddim_schedule(config.steps)  # [(t, a_t, a_prev)], from noise to image
+    b, k, g, eta = batch.num_prompts, config.candidates, config.guidance, config.eta
+    ranked = int(torch.randint(config.divert_start, len(schedule), (1,), generator=generator))
     cond, uncond = batch.cond, denoiser.uncond(b)
     with torch.no_grad():
         x = denoiser.initial_noise(b, generator)
@@ -98,7 +134,7 @@ def spo_pairs(denoiser, batch, config, generator: torch.Generator) -> tuple[Step
         mean = ddim_step_mean(x, denoiser.guided_eps(x, t, cond, uncond, g), a_t, a_prev, std)
         candidates = mean[None] + std * _noise((k, *mean.shape), generator, mean)  # [k, B, C, h, w]
         scores = _score(denoiser, candidates, schedule, ranked, batch.texts, cond, uncond, g)  # [k, B]
-        best, worst, valid = rank_candidates(scores.cpu(), config.spo_threshold)
+        best, worst, valid = rank_candidates(scores.cpu(), config.threshold)
     rows = valid.nonzero().flatten()
     on = rows.to(x.device)
     pairs = StepPairs(x[on], t, a_t, a_prev, std, candidates[best[rows].to(x.device), on],
@@ -111,7 +147,7 @@ def spo_pair_loss(denoiser, pairs: StepPairs, cond: TextCond, config) -> tuple[t
     """The clipped DPO loss on the pairs' per-step log-probabilities, policy (with gradient) against reference; cond
     is the whole batch's conditioning (the pairs' rows are taken from it)."""
     rows = pairs.rows.to(cond.embeds.device)
-    cond_v, uncond_v, g = cond[rows], denoiser.uncond(len(pairs.rows)), config.spo_guidance
+    cond_v, uncond_v, g = cond[rows], denoiser.uncond(len(pairs.rows)), config.guidance
     eps = denoiser.guided_eps(pairs.x_t, pairs.t, cond_v, uncond_v, g)
     mean_policy = ddim_step_mean(pairs.x_t, eps, pairs.abar_t, pairs.abar_prev, pairs.std)
     with torch.no_grad():
@@ -120,9 +156,19 @@ def spo_pair_loss(denoiser, pairs: StepPairs, cond: TextCond, config) -> tuple[t
     logp_w, logp_l = gaussian_log_prob(pairs.x_w, mean_policy, pairs.std), gaussian_log_prob(pairs.x_l, mean_policy,
                                                                                                 pairs.std)
     ref_w, ref_l = gaussian_log_prob(pairs.x_w, mean_ref, pairs.std), gaussian_log_prob(pairs.x_l, mean_ref, pairs.std)
-    losses = spo_loss(logp_w, ref_w, logp_l, ref_l, config.spo_beta, config.spo_clip)
+    losses = spo_loss(logp_w, ref_w, logp_l, ref_l, config.beta, config.clip)
     return losses.mean(), {"ratio_w": torch.exp(logp_w - ref_w).mean().detach(),
                            "ratio_l": torch.exp(logp_l - ref_l).mean().detach()}
+
+
+def ddim_sampling_schedule(scheduler, steps: int) -> list[tuple[int, float, float]]:
+    """[(t, abar_t, abar_prev)] of DDIM sampling in `steps` steps with a diffusers DDIMScheduler, from noise to image
+    (the last step goes to the scheduler's final alpha)."""
+    scheduler.set_timesteps(steps)
+    abar = scheduler.alphas_cumprod.float()
+    ratio = scheduler.config.num_train_timesteps // steps
+    return [(int(t), float(abar[t]), float(abar[t - ratio]) if t - ratio >= 0 else float(scheduler.final_alpha_cumprod))
+            for t in scheduler.timesteps.tolist()]
 
 
 def spo_step(denoiser, batch, config, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -153,3 +199,8 @@ def _score(denoiser, candidates: torch.Tensor, schedule, ranked: int, texts: lis
     images = denoiser.decode(x0_hat)
     scores = denoiser.scorer(images, list(texts) * k, torch.full((k * b,), at))
     return torch.as_tensor(scores, dtype=torch.float32).reshape(k, b)
+
+
+register(MethodSpec("spo", SpoOptions, spo_step, data="prompts", trains="backbone",
+                    unet_only="runs DDIM (inversion or sampling)",
+                    about="SPO (Liang et al.): the backbone, on its own samples ranked at each step by a scorer"))

@@ -1,7 +1,7 @@
 """Step-aware scorers for SPO: a callable (images, prompts, t) -> scores [N], higher = preferred.
 
 SPO (Liang et al.) ranks candidate x_{t-1} by a step-aware preference model that looks at the image predicted from
-each candidate and knows the step t. Here that model is pluggable (method.spo_scorer):
+each candidate and knows the step t. Here that model is pluggable (method.scorer):
 
 - `shapes_judge` (default): ShapesWorld's exact judge (shapes.verify) on the decoded prediction: 1 when it shows what
   the prompt asks for, else 0. It ignores t: the judge is exact at every step, so it needs no step awareness.
@@ -41,11 +41,11 @@ def load_scorer(name: str) -> Scorer:
         return SCORERS[name]()
     module_name, _, attribute = name.partition(":")
     if not attribute:
-        raise ValueError(f"method.spo_scorer {name!r} is neither a registered scorer ({', '.join(SCORERS)}) nor "
+        raise ValueError(f"method.scorer {name!r} is neither a registered scorer ({', '.join(SCORERS)}) nor "
                          "'module.path:name' of a callable (images, prompts, t) -> scores")
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"method.spo_scorer {name!r} cannot be imported ({exc}); check the module path and name") \
+        raise ValueError(f"method.scorer {name!r} cannot be imported ({exc}); check the module path and name") \
             from None
     return found() if isinstance(found, type) else found

@@ -13,12 +13,11 @@ Image j of prompt i is drawn from seed `seed + candidates * i + j`.
 """
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
 
-from ..utils.atomic_files import write_bytes, write_json, write_text
+from ..utils.atomic_files import write_json, write_png, write_text
 from ..utils.progress import progress
 from ..shapes.dataset import training_samples
 from ..shapes.generate import generate, resolve_sampler
@@ -60,7 +59,7 @@ def make_pairs(pipe, out_dir, num_prompts: int, candidates: int = 4, seed: int =
                 files = {}
                 for j in (w, l):
                     files[j] = f"images/{index:06d}_{j}.png"
-                    _save_png(drawn[j], out / files[j])
+                    write_png(out / files[j], drawn[j])
                 winner_first = rng.random() < 0.5
                 first, second = (w, l) if winner_first else (l, w)
                 lines.append({"caption": sample.prompt, "jpg_0": files[first], "jpg_1": files[second],
@@ -76,26 +75,18 @@ def make_pairs(pipe, out_dir, num_prompts: int, candidates: int = 4, seed: int =
     return summary
 
 
-def _save_png(image, path: Path) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    write_bytes(path, buffer.getvalue())
-
-
 def add_command(shapes_subparsers) -> None:
     """`agsm shapes pairs` under the `agsm shapes` tools."""
-    from ..backbones.variants import add_variant_options
-    from ..utils.devices import add_device_options
+    from ..cli_options import (SHAPES_PIPELINE_HELP, add_device_options, add_model_options, add_sampler_options,
+                               add_variant_options)
 
     cmd = shapes_subparsers.add_parser("pairs", help="preference pairs: the model's own images of training prompts, "
                                                      "judged exactly (a correct vs an incorrect image)")
-    cmd.add_argument("--model", required=True, help="a ShapesWorld pipeline folder (e.g. src/agsm/shapes/models/"
-                                                    "sd15-tiny)")
+    add_model_options(cmd, model_help=SHAPES_PIPELINE_HELP, tokens=False, uncond_tokens=False)
     cmd.add_argument("--prompts", type=int, required=True, help="training-grammar prompts to draw (each may give a pair)")
     cmd.add_argument("--candidates", type=int, default=4, help="images drawn per prompt (default 4)")
     cmd.add_argument("--seed", type=int, default=0, help="seeds the prompts, the images and the pair order (default 0)")
-    cmd.add_argument("--steps", type=int, help="sampler steps (default: the model's recommended sampler)")
-    cmd.add_argument("--guidance", type=float, help="classifier-free guidance (default: the model's recommended)")
+    add_sampler_options(cmd)
     cmd.add_argument("--batch-size", type=int, default=48, help="images per pipeline call (default 48)")
     cmd.add_argument("--out", required=True, help="folder for images/, metadata.jsonl and pairs.json")
     add_variant_options(cmd)

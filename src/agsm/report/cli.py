@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..eval.coco import COLUMNS as COCO_COLUMNS
+from ..utils.markdown_tables import table_lines
 from ..metrics.pie_metrics import DISPLAY as PIE_DISPLAY
 from ..metrics.pie_metrics import METRICS as PIE_METRICS
 from .variants import ROWS as SHAPES_ROWS
@@ -91,11 +92,9 @@ def _arrow(table: dict, title: str) -> str:
 def markdown(tables: dict) -> str:
     out = ["# Results side by side", "", "Best per row in **bold** (↑ higher is better, ↓ lower is better).", ""]
     for kind, t in tables.items():
-        out += [f"## {TITLES[kind]}", "", "| | " + " | ".join(t["labels"]) + " |", "|---|" + "---|" * len(t["labels"])]
-        for title, cells in t["rows"].items():
-            shown = [f"**{_fmt(v)}**" if best else _fmt(v) for v, best in cells]
-            out.append(f"| {title} {_arrow(t, title)} | " + " | ".join(shown) + " |")
-        out.append("")
+        rows = [[f"{title} {_arrow(t, title)}", *(f"**{_fmt(v)}**" if best else _fmt(v) for v, best in cells)]
+                for title, cells in t["rows"].items()]
+        out += [f"## {TITLES[kind]}", "", *table_lines(["", *t["labels"]], rows), ""]
     return "\n".join(out)
 
 

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .variants import cell
+from ..utils.markdown_tables import mean_std, table_lines
 
 COLUMNS = (("success", "success", 3), ("clean", "clean", 3), ("psnr_outside", "PSNR outside box (dB)", 2),
            ("objects_kept", "objects kept", 3))
@@ -40,20 +40,17 @@ def collect(root: Path) -> dict:
 
 def _cell(values: list[float], digits: int) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else None
-    return cell((statistics.mean(values), spread), digits)
+    return mean_std((statistics.mean(values), spread), digits)
 
 
 def markdown(table: dict) -> str:
     lines = []
     for backbone, editors in table.items():
-        lines += [f"**{backbone}**", "", "| editor | variant | seeds | " + " | ".join(c[1] for c in COLUMNS) + " |",
-                  "|---|---|---|" + "---|" * len(COLUMNS)]
-        for editor, variants in editors.items():
-            for variant, cells in variants.items():
-                seeds = len(cells["success"])
-                lines.append(f"| {editor} | {variant} | {seeds} | "
-                             + " | ".join(_cell(cells[key], digits) for key, _, digits in COLUMNS) + " |")
-        lines.append("")
+        rows = [[editor, variant, str(len(cells["success"])),
+                 *(_cell(cells[key], digits) for key, _, digits in COLUMNS)]
+                for editor, variants in editors.items() for variant, cells in variants.items()]
+        lines += [f"**{backbone}**", "", *table_lines(["editor", "variant", "seeds", *(c[1] for c in COLUMNS)], rows),
+                  ""]
     return "\n".join(lines)
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..shapes.spec import CATEGORIES
+from ..utils import markdown_tables as tables
+from ..utils.markdown_tables import mean_std
 
 ROWS = list(CATEGORIES) + ["mean", "overcount_rate"]
 
@@ -35,20 +37,16 @@ def _value(result: dict, row: str):
 
 def cell(value: tuple[float, float | None], digits: int = 3) -> str:
     """'0.784 ± 0.003', or '0.617 (n=1)' where one seed gave no spread."""
-    mean, std = value
-    return f"{mean:.{digits}f} (n=1)" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return mean_std(value, digits)
 
 
 def markdown_table(table: dict) -> str:
+    """Rows: categories, mean, over-count rate; one column per variant."""
     names = list(table)
-    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in ROWS:
-        if not any(row in table[n] for n in names):
-            continue
-        label = "over-count rate (lower is better)" if row == "overcount_rate" else row
-        cells = [cell(table[n][row]) if row in table[n] else "-" for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [["over-count rate (lower is better)" if row == "overcount_rate" else row,
+             *(cell(table[n][row]) if row in table[n] else "-" for n in names)]
+            for row in ROWS if any(row in table[n] for n in names)]
+    return tables.markdown_table(["", *names], rows)
 
 
 def bar_chart(table: dict, path: Path) -> Path:

@@ -64,7 +64,8 @@ def evaluate(backbone: str, tokens, out: Path, prompts: Path, tag: str, images_p
              guidance=None, pipe=None, uncond_tokens: str = "positive", model: str | Path | None = None) -> dict:
     result = evaluate_shapes(model or BACKBONES[backbone], out / f"grids-{tag}", tokens=tokens, prompts=prompts,
                              images_per_prompt=images_per_prompt, per_category=per_category, pipe=pipe,
-                             keep_images=True, guidance=guidance, uncond_tokens=uncond_tokens)
+                             keep_images=True, guidance=guidance, uncond_tokens=uncond_tokens,
+                             overwrite=True)  # an arm's grids folder follows its settings, as it always did
     images = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in result.pop("images")])
     result["quality"] = image_quality(images, result["verdicts"])
     np.savez_compressed(out / f"images-{tag}.npz", images=images)
@@ -73,6 +74,8 @@ def evaluate(backbone: str, tokens, out: Path, prompts: Path, tag: str, images_p
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..cli_options import add_model_options, add_sampler_options
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=list(BACKBONES), required=True)
     parser.add_argument("--name", required=True, help="arm name; 'base' evaluates the model without tokens")
@@ -83,14 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", default="dev", help="dev, test, or a suite JSONL")
     parser.add_argument("--per-category", type=int, default=None)
     parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--uncond-tokens", default="positive", choices=("positive", "negative", "none"),
-                        help="tokens in the unconditional branch at sampling (tag suffix -u<choice> unless positive)")
+    add_sampler_options(parser, steps=False)  # this command's --steps are training steps
+    add_model_options(parser, required=False, tokens=False,
+                      model_help="a base model folder of the backbone's architecture instead of the shipped one "
+                                 "(give it its own --out)",
+                      uncond_tokens_help="tokens in the unconditional branch at sampling (tag suffix -u<choice> "
+                                         "unless positive)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate existing token files, never train")
     parser.add_argument("--out", default="runs/study")
-    parser.add_argument("--model", default=None,
-                        help="a base model folder of the backbone's architecture instead of the shipped one "
-                             "(give it its own --out)")
     args = parser.parse_args(argv)
 
     root = Path(args.out)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     data = write_training_set(root / "data-2000", **TRAIN_SET) if not (root / "data-2000" / "metadata.jsonl").exists() \
         else root / "data-2000"
     extra = parse_overrides([f"--{s}" for s in args.set])
-    from ..pipelines import remove_soft_tokens
+    from ..pipelines import unload_soft_tokens
     for seed in args.seeds:
         out = root / args.backbone / args.name / f"seed{seed}"
         token_file = out / "soft_tokens.safetensors"
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                   resume=bool(finished_checkpoints(out)))
         r = evaluate(args.backbone, token_file, out, prompts, tag, args.images_per_prompt, args.per_category,
                      args.guidance, pipe, args.uncond_tokens, args.model)
-        remove_soft_tokens(pipe)
+        unload_soft_tokens(pipe)
         print(f"{args.name} seed {seed} {tag}: mean {r['mean']:.3f}", flush=True)
 
 

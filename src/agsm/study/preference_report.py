@@ -19,7 +19,8 @@ import json
 import statistics
 from pathlib import Path
 
-from .compare import ROWS, _cell, category_grid, load_arm, pareto, summarise_arm
+from ..utils.markdown_tables import table_lines
+from .compare import ROWS, _cell, arm_columns, category_grid, load_arm, pareto, summarise_arm
 
 BACKBONE = "sd15"
 METHODS = {"dpo": "DPO", "inpo": "InPO", "spo": "SPO"}
@@ -73,15 +74,11 @@ def summarise(root: Path, tag: str) -> tuple[dict, dict]:
 
 
 def markdown(arms: dict, gains: dict) -> str:
-    names = list(arms)
-    lines = ["| | " + " | ".join(f"{n} (n={arms[n]['seeds']})" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
-    for key in (*ROWS, "clean_rate", "pixel_change"):
-        lines.append(f"| {key} | " + " | ".join(_cell(arms[n][key]) for n in names) + " |")
-    lines += ["", "| backbone | AGSM gain (seed-paired), mean ± sd | seeds gaining |", "|---|---|---|"]
-    for label, g in gains.items():
-        spread = f" ± {g['sd']:.3f}" if g["sd"] is not None else ""
-        lines.append(f"| {label} | {g['gain']:+.3f}{spread} | {g['seeds_gaining']} of {g['seeds']} |")
+    lines = table_lines(arm_columns(arms), [[key, *(_cell(arms[n][key]) for n in arms)]
+                                            for key in (*ROWS, "clean_rate", "pixel_change")])
+    gain_rows = [[label, f"{g['gain']:+.3f}" + (f" ± {g['sd']:.3f}" if g["sd"] is not None else ""),
+                  f"{g['seeds_gaining']} of {g['seeds']}"] for label, g in gains.items()]
+    lines += ["", *table_lines(["backbone", "AGSM gain (seed-paired), mean ± sd", "seeds gaining"], gain_rows)]
     return "\n".join(lines)
 
 

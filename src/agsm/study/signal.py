@@ -29,6 +29,7 @@ from ..data.perturb import KINDS, perturb_shapes
 from ..shapes.render import render
 from ..shapes.scenes import sample_many
 from ..shapes.spec import CATEGORIES
+from ..utils.markdown_tables import fixed, table_lines
 
 DEV_SEED = 101  # scenes for the study: a seed no training set or suite uses
 NEGATIVES = ("in_batch", *KINDS)
@@ -129,18 +130,13 @@ def summarise(wins, gaps, own_weight, timesteps, model, per_category, draws, see
 
 def markdown(result: dict) -> str:
     """Ranking accuracy (true caption's reward above the negative's), per category and kind of negative."""
-    head = "| category | " + " | ".join(NEGATIVES) + " |\n|---|" + "---|" * len(NEGATIVES)
-    rows = []
-    for category, kinds in result["table"].items():
-        cells = [f"{kinds[k]['accuracy']:.2f}" if k in kinds else "" for k in NEGATIVES]
-        rows.append(f"| {category} | " + " | ".join(cells) + " |")
-    rows.append("| all | " + " | ".join(f"{result['overall'][k]:.2f}" if result["overall"][k] is not None else ""
-                                       for k in NEGATIVES) + " |")
-    t_head = "| t | " + " | ".join(NEGATIVES) + " | own PL weight (K=4) |\n|---|" + "---|" * (len(NEGATIVES) + 1)
-    t_rows = [f"| {t} | " + " | ".join(f"{result['overall_by_t'][k][str(t)]:.2f}"
-                                       if result["overall_by_t"][k][str(t)] is not None else "" for k in NEGATIVES)
-              + f" | {result['own_weight_in_batch_k4']['by_t'][str(t)]:.2f} |" for t in result["timesteps"]]
-    return "\n".join([head, *rows, "", t_head, *t_rows])
+    rows = [[category, *(fixed(kinds[k]["accuracy"] if k in kinds else None, 2, missing="") for k in NEGATIVES)]
+            for category, kinds in result["table"].items()]
+    rows.append(["all", *(fixed(result["overall"][k], 2, missing="") for k in NEGATIVES)])
+    t_rows = [[str(t), *(fixed(result["overall_by_t"][k][str(t)], 2, missing="") for k in NEGATIVES),
+               f"{result['own_weight_in_batch_k4']['by_t'][str(t)]:.2f}"] for t in result["timesteps"]]
+    return "\n".join([*table_lines(["category", *NEGATIVES], rows), "",
+                      *table_lines(["t", *NEGATIVES, "own PL weight (K=4)"], t_rows)])
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -175,8 +171,10 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..cli_options import SHAPES_PIPELINE_HELP, add_model_options
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    add_model_options(parser, model_help=SHAPES_PIPELINE_HELP, tokens=False, uncond_tokens=False)
     parser.add_argument("--out", required=True)
     parser.add_argument("--per-category", type=int, default=40)
     parser.add_argument("--draws", type=int, default=2, help="noise draws per scene and timestep")

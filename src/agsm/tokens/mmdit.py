@@ -55,10 +55,10 @@ class MMDiTTokenInjector(TokenInjector):
         if tokens.width != width:
             raise ValueError(f"soft tokens of width {tokens.width} cannot go into an MM-DiT whose context width "
                              f"(caption_projection_dim) is {width}")
-        if tokens.num_tokens % num_blocks:
-            raise ValueError(f"{tokens.num_tokens} soft tokens cannot be split evenly over {num_blocks} blocks")
+        if tokens.total_tokens % num_blocks:
+            raise ValueError(f"{tokens.total_tokens} soft tokens cannot be split evenly over {num_blocks} blocks")
         self.transformer, self.num_blocks = transformer, num_blocks
-        self.per_block = tokens.num_tokens // num_blocks
+        self.per_block = tokens.total_tokens // num_blocks
         self._handles = []
         for index, block in enumerate(blocks[:num_blocks]):
             self._handles.append(block.register_forward_pre_hook(self._appender(index), with_kwargs=True))

@@ -11,19 +11,20 @@ POSITIVE, NEGATIVE = 0, 1
 
 class SoftTokens(nn.Module):
     """psi+ / psi- token sets [S, N, D] and a time table [buckets, D] (or [buckets, G, D], one per group of N / G
-    tokens) added per sample by timestep."""
+    tokens) added per sample by timestep. N is `total_tokens`: every token of a set, all MM-DiT blocks together
+    (the config's tokens.num_tokens is the count per block)."""
 
-    def __init__(self, num_tokens: int, width: int, num_sets: int = 2, num_buckets: int = 100,
+    def __init__(self, total_tokens: int, width: int, num_sets: int = 2, num_buckets: int = 100,
                  num_train_timesteps: int = 1000, init_std: float = 0.02, init_tokens: torch.Tensor | None = None,
                  time_groups: int = 1, time_init_std: float = 0.0):
         super().__init__()
-        if num_tokens < 1 or num_sets not in (1, 2) or num_buckets < 1:
-            raise ValueError(f"soft tokens need num_tokens >= 1 (got {num_tokens}), num_sets 1 or 2 "
+        if total_tokens < 1 or num_sets not in (1, 2) or num_buckets < 1:
+            raise ValueError(f"soft tokens need total_tokens >= 1 (got {total_tokens}), num_sets 1 or 2 "
                              f"(got {num_sets}) and num_buckets >= 1 (got {num_buckets})")
-        if time_groups < 1 or num_tokens % time_groups:
-            raise ValueError(f"time_groups {time_groups} must divide num_tokens {num_tokens} (one time table per "
+        if time_groups < 1 or total_tokens % time_groups:
+            raise ValueError(f"time_groups {time_groups} must divide total_tokens {total_tokens} (one time table per "
                              "group of tokens, e.g. per MM-DiT block)")
-        sets = torch.randn(num_sets, num_tokens, width) * init_std
+        sets = torch.randn(num_sets, total_tokens, width) * init_std
         if init_tokens is not None:  # e.g. the empty prompt's BOS embedding; the random offset breaks symmetry
             sets = sets + init_tokens.reshape(1, -1, width).expand_as(sets)
         self.sets = nn.Parameter(sets)
@@ -38,7 +39,7 @@ class SoftTokens(nn.Module):
         return self.sets.shape[0]
 
     @property
-    def num_tokens(self) -> int:
+    def total_tokens(self) -> int:
         return self.sets.shape[1]
 
     @property
@@ -59,4 +60,4 @@ class SoftTokens(nn.Module):
         table = self.time_table[self.bucket(t)]  # [B, D], or [B, G, D] with one table per group of tokens
         if table.ndim == 2:
             return chosen + table[:, None, :]
-        return chosen + table.repeat_interleave(self.num_tokens // table.shape[1], dim=1)
+        return chosen + table.repeat_interleave(self.total_tokens // table.shape[1], dim=1)

@@ -5,7 +5,8 @@ Keys: psi_pos [N, D], psi_neg [N, D] (when trained), time_table [buckets, D] (pe
 Metadata (strings):
 format_version, family, architecture, token_width, num_train_timesteps, the placement (UNet: stages,
 e.g. "down,mid"; MM-DiT: blocks, the number of leading blocks, which split the N tokens evenly),
-num_tokens (N, all blocks together), num_buckets, method, settings (JSON), step, weights (online or ema: the
+num_tokens (N: every token of a set, all blocks together, SoftTokens.total_tokens; the config's tokens.num_tokens
+is per block), num_buckets, method, settings (JSON), step, weights (online or ema: the
 trained tokens or their moving average; absent in older files), trained_on (JSON: the model folder's name, the
 denoiser and LoRA it was swapped for, and the denoiser's content hash, agsm.backbones.variants; absent in older
 files), and digest (SHA-256 of the
@@ -39,7 +40,7 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, place
     if tokens.num_sets > 1:
         tensors["psi_neg"] = tokens.sets[1]
     meta = {"format_version": FORMAT_VERSION, **{k: str(v) for k, v in backbone_info.items()},
-            **{k: str(v) for k, v in placement.items()}, "num_tokens": str(tokens.num_tokens),
+            **{k: str(v) for k, v in placement.items()}, "num_tokens": str(tokens.total_tokens),
             "num_buckets": str(tokens.time_table.shape[0]), "method": method,
             "settings": json.dumps(settings, sort_keys=True), "step": str(step)}
     if weights is not None:

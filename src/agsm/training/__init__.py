@@ -1,15 +1,18 @@
 """The training room: `train(config)` and everything a run needs around its loop.
 
-    loop.py              train(): the one loop for every method (accelerate, AdamW, cosine restarts)
-    training/trainables.py        what a run trains: soft tokens, a LoRA or the whole denoiser (training/backbone_tuning.py)
-    denoisers.py         what a method's step calls: the backbone with the trained part switched in
-    config.py            the run's configuration (config_types.py: YAML and command-line values to field types)
-    checkpoint.py        atomic checkpoint folders; checkpoint_files.py: their safetensors + JSON contents
-    training/run_folder.py        one owner per run folder (training/run_lock.py), --resume and --overwrite
-    guard.py             non-finite steps skipped or stopped
-    speed.py             gradient checkpointing, channels_last, compile, attention precision
-    validation_images.py images drawn every N steps; training/trackers.py: TensorBoard / wandb
-    training/export.py            token files from a run or a checkpoint (agsm export); training/model_card.py: README.md for the Hub
+    loop.py                the one loop for every method (accelerate, AdamW, cosine restarts), asking the method's
+                           spec (objectives/registry.py) what batch it takes and what it trains
+    trainables.py          what a run trains, as a small strategy: soft tokens (TokenTrainable) or the backbone
+                           (backbone_trainable.py: a LoRA or the whole denoiser, against a frozen reference)
+    denoisers.py           what a method's step calls: the backbone with the trained part switched in
+    config.py              the run's configuration; config_parsing.py: YAML, --section.option overrides and
+                           --help; config_types.py: values to field types
+    checkpoint.py          atomic checkpoint folders; checkpoint_files.py: their safetensors + JSON contents
+    run_folder.py          one owner per run folder (run_lock.py), --resume and --overwrite
+    guard.py               non-finite steps skipped or the run stopped
+    speed.py               gradient checkpointing, channels_last, compile, attention precision
+    validation_images.py   images drawn every N steps; trackers.py: TensorBoard / wandb
+    export.py              token files from a run or a checkpoint (agsm export); model_card.py: README.md for the Hub
 """
 
 

@@ -1,8 +1,7 @@
-"""Atomic training checkpoints: folders of safetensors plus JSON (training/checkpoint_files.py), written whole or not at all.
+"""Atomic training checkpoints: folders of safetensors plus JSON (checkpoint_files.py), written whole or not at all.
 
 Checkpoints are `<run>/checkpoints/checkpoint-N`, N the step without padding (the name diffusers' training
-scripts use), ordered by N as a number. Folders named `step-XXXXXXXX` by earlier agsm versions are read too,
-so their runs still resume. A checkpoint is written to `checkpoint-N.tmp` and renamed when complete, so a run
+scripts use), ordered by N as a number. A checkpoint is written to `checkpoint-N.tmp` and renamed when complete, so a run
 killed mid-write leaves the previous checkpoint as the latest; resuming ignores `.tmp` folders. A full disk
 stops the run with a message naming the folder, and the previous checkpoints stay as they were.
 """
@@ -13,13 +12,13 @@ import re
 import shutil
 from pathlib import Path
 
-from . import checkpoint_files as train_state
+from . import checkpoint_files
 from ..utils.atomic_files import DiskFullError, is_disk_full
 from .checkpoint_files import CheckpointError
 
 PREFIX = "checkpoint-"
-# checkpoint-N, or step-XXXXXXXX written before the diffusers-style name; a `.tmp` suffix never matches.
-_NAME = re.compile(r"(?:checkpoint-|step-)(\d+)")
+# checkpoint-N; a `.tmp` suffix never matches.
+_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 def checkpoint_dir(output_dir: Path) -> Path:
@@ -31,19 +30,18 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(folder: Path) -> int | None:
-    """The step of a checkpoint folder's name (checkpoint-N or the older step-XXXXXXXX); None for other names."""
+    """The step of a checkpoint folder's name (checkpoint-N); None for other names."""
     match = _NAME.fullmatch(Path(folder).name)
     return int(match.group(1)) if match else None
 
 
 def finished_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first: by step as a number (checkpoint-1000 after checkpoint-999);
-    of two folders of one step, the older `step-` name first, so the new name counts as the later."""
+    """Complete checkpoint folders, oldest first: by step as a number (checkpoint-1000 after checkpoint-999)."""
     root = checkpoint_dir(output_dir)
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(found, key=lambda p: (checkpoint_step(p), p.name.startswith(PREFIX)))
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -52,7 +50,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def find_checkpoint(run: Path, name: str = "latest") -> Path:
-    """A finished checkpoint of the run in `run`: 'latest', a name in its checkpoints/ (checkpoint-N, step-N), or
+    """A finished checkpoint of the run in `run`: 'latest', a name in its checkpoints/ (checkpoint-N), or
     a path to one; CheckpointError naming the value and listing the run's checkpoints otherwise."""
     done = finished_checkpoints(run)
     names = ", ".join(p.name for p in done) or "none yet"
@@ -80,7 +78,7 @@ def run_of(path: Path) -> tuple[Path, Path | None]:
         return path.parent.parent, path
     if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
         return path, latest_checkpoint(path)
-    if (path / f"{train_state.STATE}.json").is_file():
+    if (path / f"{checkpoint_files.STATE}.json").is_file():
         raise CheckpointError(f"{path} is a checkpoint outside a run folder; a run continues where it was written: "
                               "put it back as <run>/checkpoints/checkpoint-N beside that run's config.yaml")
     raise CheckpointError(f"{path} is neither a checkpoint (<run>/checkpoints/checkpoint-N) nor a run folder "
@@ -95,13 +93,14 @@ class TrainState:
         self.skipped = 0
 
 
-def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int | None, tokens, ema_tokens,
+def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int | None, trained, averaged,
                     optimizer, schedule, token_meta: dict | None = None,
                     names: tuple[str, str] = ("tokens", "ema")) -> Path:
     """Every process writes its RNG state, the main process the rest; then the folder is renamed into place and
     all but the newest `keep` checkpoints are deleted (None keeps all). `token_meta` (export.token_metadata)
-    lets `agsm export` write a token file from this checkpoint without loading the model. `ema_tokens` may be None
-    and `names` prefix the two (train_state.state_files)."""
+    lets `agsm export` write a token file from this checkpoint without loading the model. `trained` is what the
+    optimiser moves (soft tokens, a LoRA's or the whole denoiser's weights), `averaged` its moving average or None;
+    `names` prefix the two (checkpoint_files.state_files)."""
     final = checkpoint_dir(output_dir) / checkpoint_name(state.step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
@@ -110,10 +109,10 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int 
     accelerator.wait_for_everyone()
     main = None
     if accelerator.is_main_process:
-        main = train_state.state_files(tokens, ema_tokens, optimizer, schedule, accelerator.scaler, state.step,
+        main = checkpoint_files.state_files(trained, averaged, optimizer, schedule, accelerator.scaler, state.step,
                                        state.skipped, accelerator.num_processes, token_meta, names)
     try:
-        train_state.write(tmp, accelerator.process_index, main)
+        checkpoint_files.write(tmp, accelerator.process_index, main)
     except DiskFullError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -133,9 +132,9 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int 
     return final
 
 
-def load_checkpoint(accelerator, folder: Path, state: TrainState, tokens, ema_tokens, optimizer, schedule,
+def load_checkpoint(accelerator, folder: Path, state: TrainState, trained, averaged, optimizer, schedule,
                     names: tuple[str, str] = ("tokens", "ema")) -> None:
     """Restore a checkpoint written by save_checkpoint into the live objects and `state`."""
-    meta = train_state.restore(folder, accelerator.process_index, accelerator.num_processes, tokens, ema_tokens,
+    meta = checkpoint_files.restore(folder, accelerator.process_index, accelerator.num_processes, trained, averaged,
                                optimizer, schedule, accelerator.scaler, names)
     state.step, state.skipped = int(meta["step"]), int(meta["skipped_steps"])

@@ -37,17 +37,17 @@ class CheckpointError(AgsmError):
     """A checkpoint that cannot be resumed from: old format, damaged, or made by another setup."""
 
 
-def state_files(tokens, ema_tokens, optimizer, schedule, scaler, step: int, skipped: int,
+def state_files(trained, averaged, optimizer, schedule, scaler, step: int, skipped: int,
                 num_processes: int, token_meta: dict | None = None,
                 names: tuple[str, str] = ("tokens", "ema")) -> tuple[bytes, dict]:
     """(train_state.safetensors bytes, train_state.json content) of the main process's state; `token_meta`
     (export.token_metadata) is stored as is, for exporting a token file from the checkpoint.
 
-    `tokens` is what the optimiser trains and `ema_tokens` its moving average (None: there is none), anything with
+    `trained` is what the optimiser trains and `averaged` its moving average (None: there is none), anything with
     state_dict(); `names` are their key prefixes ('params' for a tuned backbone's weights)."""
-    tensors = {f"{names[0]}.{k}": v for k, v in tokens.state_dict().items()}
-    if ema_tokens is not None:
-        tensors.update({f"{names[1]}.{k}": v for k, v in ema_tokens.state_dict().items()})
+    tensors = {f"{names[0]}.{k}": v for k, v in trained.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"{names[1]}.{k}": v for k, v in averaged.state_dict().items()})
     optim = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for pid, entries in optim["state"].items():
@@ -114,9 +114,9 @@ def read(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict, dict[s
     return tensors, meta, rng_tensors, rng_meta
 
 
-def restore(folder: Path, rank: int, num_processes: int, tokens, ema_tokens, optimizer, schedule, scaler,
+def restore(folder: Path, rank: int, num_processes: int, trained, averaged, optimizer, schedule, scaler,
             names: tuple[str, str] = ("tokens", "ema")) -> dict:
-    """Load a checkpoint into the live objects; returns its JSON state (step, skipped_steps ...). `ema_tokens` None
+    """Load a checkpoint into the live objects; returns its JSON state (step, skipped_steps ...). `averaged` None
     and `names`: as for state_files."""
     tensors, meta, rng_tensors, rng_meta = read(folder, rank)
     if meta.get("trained", "tokens") != names[0]:
@@ -126,7 +126,7 @@ def restore(folder: Path, rank: int, num_processes: int, tokens, ema_tokens, opt
         raise CheckpointError(f"{folder} was written by {meta['num_processes']} process(es) and this run has "
                               f"{num_processes}; the global batch would change: resume with "
                               f"{meta['num_processes']} process(es)")
-    for prefix, module in ((f"{names[0]}.", tokens), (f"{names[1]}.", ema_tokens)):
+    for prefix, module in ((f"{names[0]}.", trained), (f"{names[1]}.", averaged)):
         if module is None:
             continue
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,32 +1,26 @@
 """Run configuration: one dataclass per concern, read from YAML and overridden by `--section.key value`.
+Over 300 lines because every option carries its help text (what `agsm train --help` prints): one piece, the options.
 
-Each dataclass checks itself on creation and names the option, the value and what is allowed.
-Over 300 lines because every option carries its help text (what `agsm train --help` prints); the next split is
-the help and override parsing (option_help, parse_overrides, load_config) into their own module.
+Each dataclass checks itself on creation and names the option, the value and what is allowed. The `method` section is
+the options of the method it names (each method's own dataclass, objectives/<method>.py). Reading files, overrides
+and old option names, and the help table, live in training/config_parsing.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
-import logging
-from importlib.resources.abc import Traversable
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from ..objectives import AgsmOptions, MethodOptions
+from .config_parsing import (RENAMED_OPTIONS, SHIPPED_CONFIGS, _apply_renames, merge_overrides, method_options,
+                             option_help, parse_overrides, read_config_file, resolve_config, shipped_configs)
 from .config_types import coerce_section
 
-log = logging.getLogger("agsm.config")
-# The configs shipped in the wheel (package data), reachable by name: `agsm train --config sd15`.
-SHIPPED_CONFIGS = importlib.resources.files("agsm") / "configs"
-
-
-# Soft-token objectives train tokens on a frozen backbone; preference objectives train the backbone (section `tune`).
-TOKEN_METHODS = ("agsm", "softrepa", "dsm")
-PREFERENCE_METHODS = ("dpo", "inpo", "spo")
-METHOD_NAMES = TOKEN_METHODS + PREFERENCE_METHODS
+__all__ = ["Config", "ModelConfig", "DataConfig", "TokenConfig", "TuneConfig", "TrainConfig", "from_dict",
+           "load_config", "option_help", "parse_overrides", "shipped_configs", "resolve_config", "SHIPPED_CONFIGS",
+           "RENAMED_OPTIONS"]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -39,7 +33,6 @@ class ModelConfig:
     path: str = field(default="", metadata={"help": "a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout)"})
     resolution: int | None = field(default=None, metadata={
         "help": "training image size; null: the denoiser's sample_size x the VAE factor"})
-    # Flow backbones (SD3) only: how training timesteps are drawn (METHOD.md; public code: uniform).
     timestep_sampling: str = field(default="uniform", metadata={
         "help": "flow backbones (SD3) only: how training timesteps are drawn, uniform (public code) | logit_normal"})
     timestep_shift: float = field(default=1.0, metadata={
@@ -86,7 +79,6 @@ class DataConfig:
                 "Face dataset; pairs: preference pairs (method dpo, inpo, spo; docs/preference.md)"})
     path: str = field(default="", metadata={"help": "the training images: an image folder or COCO's images folder"})
     captions: str = field(default="", metadata={"help": "the COCO captions json (data.format coco)"})
-    # The encodings are keyed by a content hash (data/cache.py), so one folder can serve many runs safely.
     cache_dir: str = field(default="", metadata={
         "help": "a cache of encoded latents and captions shared by runs: each encoding is stored under a key that "
                 "hashes the encoders (config and weights), resolution, dtype, cache_text, min_size and every "
@@ -148,8 +140,6 @@ class TokenConfig:
     init_std: float = field(default=0.02, metadata={"help": "standard deviation of the tokens' random start"})
     num_buckets: int = field(default=100, metadata={
         "help": "rows of the time table: the timesteps are split into this many buckets, each with its own offset"})
-    # MM-DiT: one time table shared by all blocks' tokens, or one per block (public SD3 code), and its start:
-    # zeros, or normal(0, time_init_std) (public code 0.02).
     time_table: str = field(default="shared", metadata={
         "help": "MM-DiT: one time table shared by all blocks' tokens (shared) or one per block (per_block, the "
                 "public SD3 code)"})
@@ -166,126 +156,6 @@ class TokenConfig:
         _check(self.time_table in ("shared", "per_block"),
                f"tokens.time_table {self.time_table!r} is not one of 'shared', 'per_block'")
         _check(self.time_init_std >= 0, f"tokens.time_init_std {self.time_init_std} must be >= 0")
-
-
-@dataclass
-class MethodConfig:
-    name: str = field(default="agsm", metadata={
-        "help": "the training objective: agsm | softrepa | dsm (soft tokens); dpo | inpo | spo (the backbone itself, "
-                "as the `tune` section says: preference optimisation, docs/preference.md)"})
-    # AGSM (METHOD.md "AGSM loss")
-    gamma_pos: float = field(default=1.0, metadata={
-        "help": "AGSM: weight of the guidance shift in the positive pairs' targets, y + gamma_pos D"})
-    gamma_neg: float = field(default=1.0, metadata={
-        "help": "AGSM: weight of the shift in the negative pairs' targets, y - gamma_neg D; 0 drops psi- and the "
-                "negative term (the positive-only ablation)"})
-    temperature: float = field(default=0.1, metadata={
-        "help": "AGSM: Plackett-Luce softmax temperature over the captions (public code value)"})
-    # Where the implicit reward's error is measured (beyond the paper): in the model's target space (paper, code),
-    # or in v-space, where an eps model's reward gaps no longer vanish at large t (docs/study.md, item 1).
-    reward_space: str = field(default="target", metadata={
-        "help": "where the implicit reward's error is measured: target (the model's target space: paper, code) | "
-                "velocity (v-space, beyond the paper: an eps model's reward gaps no longer vanish at large t)"})
-    shared_tokens: bool = field(default=False, metadata={"help": "ablation: psi+ and psi- are one tensor"})
-    bradley_terry: bool = field(default=False, metadata={"help": "ablation: one negative per image (K = 2)"})
-    ema_decay: float = field(default=0.9999, metadata={
-        "help": "decay of the EMA tokens that give AGSM's targets, updated every step (public code 0.9999)"})
-    # EMA tokens at step 0: a copy of the online tokens, or their own normal(0, init_std) draw (public code),
-    # which keeps the targets' reference near the plain model for the first thousands of steps.
-    ema_init: str = field(default="copy", metadata={
-        "help": "EMA tokens at step 0: copy (of the online tokens) | independent (their own normal(0, init_std) "
-                "draw, public code: keeps the targets' reference near the plain model for thousands of steps)"})
-    # Hard negatives (beyond the paper): this fraction of each image's K - 1 negatives is replaced by its own
-    # caption with one attribute changed (data/perturb.py), of the kinds listed.
-    hard_negatives: float = field(default=0.0, metadata={
-        "help": "beyond the paper: this fraction of each image's K - 1 negatives is replaced by its own caption "
-                "with one attribute changed (data/perturb.py); 0 to 1"})
-    hard_negative_kinds: list[str] = field(default_factory=lambda: ["color", "shape", "count", "relation"], metadata={
-        "help": "which attributes a hard negative may change: a subset of color, shape, count, relation"})
-    noise_sharing: str = field(default="image", metadata={
-        "help": "one t and noise per image (image, the paper) or for the whole batch (batch, the public code)"})
-    # Where the EMA prediction is evaluated (flow backbones): previous_step = one Euler step earlier, x_{t+dt}
-    # (the paper's derivation); x_t (public code). auto: previous_step on flow backbones, x_t on UNets.
-    ema_at: str = field(default="auto", metadata={
-        "help": "where the EMA prediction is evaluated: previous_step (one Euler step earlier, x_{t+dt}: the paper's "
-                "derivation) | x_t (public code) | auto (previous_step on flow backbones, x_t on UNets)"})
-    ema_step: float = field(default=1000 / 28, metadata={
-        "help": "dt of ema_at previous_step, in timesteps: 1000 / 28, one step of the 28-step SD3 sampler"})
-    # SoftREPA
-    softrepa_temperature: float = field(default=0.07, metadata={
-        "help": "SoftREPA: tau in logits = scale * exp(-err / tau) (public code 0.07)"})
-    softrepa_scale: float = field(default=4.0, metadata={
-        "help": "SoftREPA: scale in logits = scale * exp(-err / tau) (public code 4)"})
-    diagonal_weight: float = field(default=0.0, metadata={
-        "help": "SoftREPA: weight d of the extra d * mean positive-pair error (public code: 10 on SD1.5/SDXL, 0 on "
-                "SD3)"})
-    # Preference optimisation of the backbone (docs/preference.md).
-    dpo_beta: float = field(default=5000.0, metadata={
-        "help": "Diffusion-DPO and InPO: beta in -log sigmoid(-beta/2 [(err_w - ref_w) - (err_l - ref_l)]) (the "
-                "public Diffusion-DPO script's default and SD1.5 launcher: 5000; InPO's SD1.5 example: 2000)"})
-    inpo_inversion_steps: int = field(default=10, metadata={
-        "help": "InPO: DDIM inversion steps over the whole schedule (public code 10); x_t is the inversion's state at "
-                "the last of its timesteps below t"})
-    inpo_inversion_eta: float = field(default=0.1, metadata={
-        "help": "InPO: noise added after each inversion step, times the DDIM posterior std (public code 0.1; 0: the "
-                "deterministic inversion)"})
-    inpo_invert_with: str = field(default="policy", metadata={
-        "help": "InPO: the model that inverts, without gradient: policy (the model being trained, public code) | "
-                "reference (the frozen start)"})
-    spo_steps: int = field(default=20, metadata={"help": "SPO: DDIM sampling steps of the trajectories (public 20)"})
-    spo_eta: float = field(default=1.0, metadata={
-        "help": "SPO: DDIM eta of the sampling (1: DDPM-like, the public setting; > 0 so steps have a density)"})
-    spo_guidance: float = field(default=5.0, metadata={
-        "help": "SPO: classifier-free guidance of the sampling and of the trained log-probabilities (public 5)"})
-    spo_candidates: int = field(default=4, metadata={
-        "help": "SPO: candidate x_{t-1} drawn from the same x_t (public SD1.5 config 4)"})
-    spo_divert_start: int = field(default=4, metadata={
-        "help": "SPO: the first sampling step whose candidates are ranked (public 4): the ranked step is drawn "
-                "uniformly from [spo_divert_start, spo_steps)"})
-    spo_threshold: float = field(default=0.3, metadata={
-        "help": "SPO: a best/worst pair counts when softmax([s_best, s_worst]) differs by more than this (public 0.3)"})
-    spo_beta: float = field(default=10.0, metadata={"help": "SPO: beta of the DPO-style loss (public 10)"})
-    spo_clip: float = field(default=0.1, metadata={
-        "help": "SPO: the probability ratio p_theta / p_ref is clipped to [1 - spo_clip, 1 + spo_clip] (public 0.1)"})
-    spo_scorer: str = field(default="shapes_judge", metadata={
-        "help": "SPO: the step-aware scorer of the candidates' predicted images: shapes_judge (ShapesWorld's exact "
-                "judge) or module.path:name of a callable (images, prompts, t) -> scores"})
-
-    def __post_init__(self):
-        _check(self.name in METHOD_NAMES,
-               f"method.name {self.name!r} is not one of {', '.join(repr(n) for n in METHOD_NAMES)}")
-        _check(self.dpo_beta > 0 and self.spo_beta > 0, "method.dpo_beta and method.spo_beta must be > 0")
-        _check(self.inpo_inversion_steps >= 1, f"method.inpo_inversion_steps {self.inpo_inversion_steps} must be >= 1")
-        _check(self.inpo_inversion_eta >= 0, f"method.inpo_inversion_eta {self.inpo_inversion_eta} must be >= 0")
-        _check(self.inpo_invert_with in ("policy", "reference"),
-               f"method.inpo_invert_with {self.inpo_invert_with!r} is not one of 'policy', 'reference'")
-        _check(self.spo_eta > 0, f"method.spo_eta {self.spo_eta} must be > 0 (SPO needs stochastic steps)")
-        _check(self.spo_candidates >= 2, f"method.spo_candidates {self.spo_candidates} must be >= 2")
-        _check(0 <= self.spo_divert_start < self.spo_steps,
-               f"method.spo_divert_start {self.spo_divert_start} must be in [0, spo_steps {self.spo_steps})")
-        _check(0 < self.spo_clip < 1, f"method.spo_clip {self.spo_clip} must be in (0, 1)")
-        _check(self.noise_sharing in ("image", "batch"),
-               f"method.noise_sharing {self.noise_sharing!r} is not one of 'image', 'batch'")
-        _check(self.temperature > 0 and self.softrepa_temperature > 0, "temperatures must be > 0")
-        _check(self.ema_at in ("auto", "x_t", "previous_step"),
-               f"method.ema_at {self.ema_at!r} is not one of 'auto', 'x_t', 'previous_step'")
-        _check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
-        _check(self.reward_space in ("target", "velocity"),
-               f"method.reward_space {self.reward_space!r} is not one of 'target', 'velocity'")
-        _check(self.ema_init in ("copy", "independent"),
-               f"method.ema_init {self.ema_init!r} is not one of 'copy', 'independent'")
-        _check(0.0 <= self.hard_negatives <= 1.0, f"method.hard_negatives {self.hard_negatives} must be in [0, 1]")
-        bad = sorted(set(self.hard_negative_kinds) - {"color", "shape", "count", "relation"})
-        _check(not bad and bool(self.hard_negative_kinds), f"method.hard_negative_kinds {self.hard_negative_kinds} "
-               "must be a non-empty subset of ['color', 'shape', 'count', 'relation']")
-        _check(0.0 <= self.ema_decay < 1.0, f"method.ema_decay {self.ema_decay} must be in [0, 1)")
-        _check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
-
-    @property
-    def num_token_sets(self) -> int:
-        """AGSM trains psi+ and psi- unless the tokens are shared or negatives are dropped (gamma_neg = 0)."""
-        dual = self.name == "agsm" and not self.shared_tokens and self.gamma_neg > 0
-        return 2 if dual else 1
 
 
 @dataclass
@@ -339,12 +209,11 @@ class TrainConfig:
                 "there), natively elsewhere"})
     checkpoint_every: int = field(default=500, metadata={
         "help": "write checkpoints/checkpoint-N every this many steps (and at the last step)"})
-    # diffusers' training scripts' name for the same setting; `keep_checkpoints` is its deprecated alias.
+    # diffusers' training scripts' name for the same setting.
     checkpoints_total_limit: int | None = field(default=2, metadata={
         "help": "how many checkpoints to keep, the newest; null keeps all (old name: keep_checkpoints)"})
     log_every: int = field(default=10, metadata={"help": "log loss, lr and token norms every this many steps"})
     seed: int = field(default=0, metadata={"help": "seeds the tokens' start, the batch order and every step's draws"})
-    # Non-finite steps (NaN/inf loss or gradient) skipped before training stops; each is counted and logged.
     max_bad_steps: int = field(default=0, metadata={
         "help": "non-finite steps (NaN/inf loss or gradient) skipped before training stops; each is counted and "
                 "logged"})
@@ -403,7 +272,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the frozen diffusers backbone"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "images, captions and their cache"})
     tokens: TokenConfig = field(default_factory=TokenConfig, metadata={"help": "the soft tokens and where they go"})
-    method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "the objective and its settings"})
+    method: MethodOptions = field(default_factory=AgsmOptions, metadata={
+        "help": "the objective (method.name) and its settings: each method's own options, listed below by method"})
     tune: TuneConfig = field(default_factory=TuneConfig, metadata={
         "help": "what the preference methods (dpo, inpo, spo) train: a LoRA or the whole denoiser"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={
@@ -419,37 +289,17 @@ class Config:
 
 
 def _section_types() -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(Config)}
-
-
-# Old option names still read (with a warning), because the config.yaml of earlier runs holds them:
-# (section, old name) -> new name.
-RENAMED_OPTIONS = {("train", "keep_checkpoints"): "checkpoints_total_limit"}
-
-
-def _apply_renames(raw: dict) -> dict:
-    """`raw` with deprecated option names replaced by their new names, each logged once as a warning."""
-    out = dict(raw)
-    for (section, old), new in RENAMED_OPTIONS.items():
-        values = out.get(section)
-        if not isinstance(values, dict) or old not in values:
-            continue
-        _check(new not in values, f"{section}.{old} is the old name of {section}.{new}; give only {section}.{new}")
-        values = dict(values)
-        values[new] = values.pop(old)
-        out[section] = values
-        log.warning("config option %s.%s is deprecated: it is now called %s.%s (read as that)", section, old,
-                    section, new)
-    return out
+    return {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "method"}
 
 
 def from_dict(raw: dict) -> Config:
-    """A Config from nested dicts (YAML, overrides); every value is checked against its field's type first."""
+    """A Config from nested dicts (YAML, overrides); every value is checked against its field's type first. The
+    method section is read as the options of the method it names (agsm by default)."""
     _check(isinstance(raw, dict), f"a config must be a mapping of sections (model, data, ...), got "
            f"{type(raw).__name__} {raw!r}")
     sections = _section_types()
-    unknown = sorted(set(raw) - set(sections))
-    _check(not unknown, f"unknown config sections {unknown}; valid: {sorted(sections)}")
+    unknown = sorted(set(raw) - set(sections) - {"method"})
+    _check(not unknown, f"unknown config sections {unknown}; valid: {sorted([*sections, 'method'])}")
     raw = _apply_renames(raw)
     built = {}
     for name, cls in sections.items():
@@ -458,108 +308,11 @@ def from_dict(raw: dict) -> Config:
         bad = sorted(set(values) - valid)
         _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
         built[name] = cls(**values)
+    built["method"] = method_options(raw.get("method"))
     return Config(**built)
-
-
-def option_help() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    """[(section, its help, [('--section.option', TYPE, 'help (default: value)'), ...]), ...] from the dataclass
-    fields' help metadata: what `agsm train -h` lists, so every option is documented exactly once."""
-    table = []
-    for section in dataclasses.fields(Config):
-        cls = section.default_factory
-        hints = typing.get_type_hints(cls)
-        options = []
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            options.append((f"--{section.name}.{f.name}", _type_name(hints[f.name]),
-                            f"{f.metadata.get('help', '')} (default: {_shown(default)})"))
-        table.append((section.name, section.metadata.get("help", ""), options))
-    return table
-
-
-def _type_name(declared) -> str:
-    """INT, FLOAT, STR, BOOL, INT|NULL, LIST[STR]: the metavar `agsm train -h` shows for a field type."""
-    if typing.get_origin(declared) is list:
-        return f"LIST[{_type_name(typing.get_args(declared)[0])}]"
-    args = [a for a in typing.get_args(declared) if a is not type(None)]
-    if args and len(args) < len(typing.get_args(declared)):  # X | None
-        return f"{_type_name(args[0])}|NULL"
-    return declared.__name__.upper()
-
-
-def _shown(value) -> str:
-    """A default as one would write it in YAML or on the command line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return repr(value) if value == "" else str(value)
-
-
-def parse_overrides(args: list[str]) -> dict:
-    """['--train.steps', '10', '--method.gamma_neg=0.1'] -> {'train': {'steps': 10}, 'method': {...}}."""
-    out: dict = {}
-    items = list(args)
-    while items:
-        key = items.pop(0)
-        _check(key.startswith("--"), f"expected an option like --train.steps, got {key!r}")
-        key, _, value = key[2:].partition("=")
-        if not _:
-            _check(bool(items), f"option --{key} needs a value")
-            value = items.pop(0)
-        section, _, option = key.partition(".")
-        _check(bool(option), f"option --{key} must be written --section.option, e.g. --train.steps")
-        out.setdefault(section, {})[option.replace("-", "_")] = _yaml_value(value)
-    return out
-
-
-def _yaml_value(text: str):
-    """A command-line value as YAML reads it ('7' -> 7, 'true' -> True, '[down]' -> list); else the text."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def shipped_configs() -> list[str]:
-    """Names of the configs that ship in the package (agsm/configs/<name>.yaml), for `--config <name>`."""
-    return sorted(p.name.removesuffix(".yaml") for p in SHIPPED_CONFIGS.iterdir() if p.name.endswith(".yaml"))
-
-
-def resolve_config(name_or_path: str | Path) -> Traversable:
-    """A config file: `name_or_path` if it is a file, else the shipped config of that name (sd15, sd3 ...)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    text = str(name_or_path)
-    shipped = SHIPPED_CONFIGS / f"{text.removesuffix('.yaml')}.yaml"
-    if "/" not in text and "\\" not in text and shipped.is_file():
-        return shipped
-    raise ValueError(f"config {text!r} is neither a file nor a shipped config; give a YAML file's path or one of "
-                     f"the shipped names: {', '.join(shipped_configs())}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """The config of a YAML file (or a shipped config's name, e.g. 'sd15'), then the overrides on top."""
-    raw = {}
-    if path is not None:
-        path = resolve_config(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
-        _check(isinstance(raw, dict), f"config file {path} must hold a mapping of sections (model:, data:, "
-               f"train: ...), not a {type(raw).__name__}")
-        raw = _apply_renames(raw)
-    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
-    extra = _apply_renames(extra)  # renamed per source, so an override of the new name wins over a file's old name
-    for section, values in extra.items():
-        current = raw.setdefault(section, {})
-        _check(isinstance(current, dict), f"config section {section!r} must be a mapping of options, got "
-               f"{type(current).__name__} {current!r}")
-        current.update(values)
-    return from_dict(raw)
+    raw = read_config_file(path) if path is not None else {}
+    return from_dict(merge_overrides(raw, overrides))

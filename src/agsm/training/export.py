@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint_files as train_state
+from . import checkpoint_files
 from .checkpoint import find_checkpoint
 from ..tokens.token_file import FILE_NAME, save_tokens
 from ..tokens import SoftTokens
@@ -66,9 +66,9 @@ def export_checkpoint(run: str | Path, out: str | Path, checkpoint: str = "lates
     folder = find_checkpoint(run, checkpoint)
     weights = weights or _run_config_weights(run)
     _check_weights(weights, "--weights")
-    tensors, meta, _, _ = train_state.read(folder, 0)
+    tensors, meta, _, _ = checkpoint_files.read(folder, 0)
     if meta.get("trained", "tokens") != "tokens":
-        raise train_state.CheckpointError(f"{folder} is a checkpoint of a run that tunes the backbone (method dpo, "
+        raise checkpoint_files.CheckpointError(f"{folder} is a checkpoint of a run that tunes the backbone (method dpo, "
                                           "inpo or spo), not soft tokens; such a run writes its tuned denoiser (and "
                                           "LoRA) into its folder when it finishes: train it to the end")
     token_meta = meta.get("token_file") or _metadata_from_run(run, folder)
@@ -99,7 +99,7 @@ def _tokens_from_state(tensors: dict[str, torch.Tensor], prefix: str, num_train_
     """The SoftTokens module stored under `prefix` (tokens. or ema.) in a checkpoint's train_state tensors."""
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if set(state) != {"sets", "time_table"}:
-        raise train_state.CheckpointError(f"{folder} holds no {prefix.rstrip('.')} tokens (found {sorted(state)}); "
+        raise checkpoint_files.CheckpointError(f"{folder} holds no {prefix.rstrip('.')} tokens (found {sorted(state)}); "
                                           "it is damaged: pick another checkpoint")
     sets, table = state["sets"], state["time_table"]
     tokens = SoftTokens(sets.shape[1], sets.shape[2], num_sets=sets.shape[0], num_buckets=table.shape[0],
@@ -128,7 +128,7 @@ def _metadata_from_run(run: Path, folder: Path) -> dict:
 
     config = _run_config(run)
     if config is None:
-        raise train_state.CheckpointError(f"{folder} was written by an older agsm that kept no token metadata in "
+        raise checkpoint_files.CheckpointError(f"{folder} was written by an older agsm that kept no token metadata in "
                                           f"checkpoints, and {run} has no config.yaml to read it from")
     log.info("%s keeps no token metadata (an older checkpoint): reading it from %s", folder, config.model.path)
     backbone = load_backbone(config.model.path, resolution=config.model.resolution, variant=config.model.variant(),

@@ -32,12 +32,11 @@ from accelerate.state import AcceleratorState
 from ..backbones.base import TextCond
 from ..backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import PREFERENCE_METHODS, Config
+from .config import Config
 from ..data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
 from ..data.perturb import distinct_perturbations
-from .denoisers import update_ema
 from .export import token_metadata
-from ..objectives import DATA_KINDS, STEPS, PairBatch
+from ..objectives import PairBatch, get_method, method_names
 from ..objectives.preference_batch import PreferenceBatch, PromptBatch
 from ..objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
 from ..utils.progress import progress
@@ -64,12 +63,13 @@ def load_records(config: Config):
     if not data.path:
         raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images, or a "
                          "Hugging Face dataset with data.format hf, or preference pairs with data.format pairs)")
-    kind = DATA_KINDS[config.method.name]
+    kind = get_method(config.method.name).data
     if kind == "pairs" and data.format != "pairs":
         raise ValueError(f"method.name {config.method.name} trains on preference pairs: set data.format pairs and "
                          "data.path to them (docs/preference.md; `agsm shapes pairs` makes some on ShapesWorld)")
     if kind == "captions" and data.format == "pairs":
-        raise ValueError(f"data.format pairs holds preference pairs, for method.name dpo, inpo or spo; "
+        readers = [n for n in method_names() if get_method(n).data != "captions"]  # pairs, or the prompts of pairs
+        raise ValueError(f"data.format pairs holds preference pairs, for method.name {_either(readers)}; "
                          f"{config.method.name} trains on images and captions (data.format imagefolder, coco, hf)")
     if data.format == "pairs":
         from ..preference.pair_data import PairColumns, read_pairs
@@ -88,6 +88,11 @@ def load_records(config: Config):
     return read_imagefolder(data.path)[:data.max_images]
 
 
+def _either(names: list[str]) -> str:
+    """'dpo, inpo or spo'."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none"
+
+
 def make_tokens(config: Config, backbone) -> SoftTokens:
     """Token sets for the backbone: N tokens (UNet), or N per block for the first `blocks` blocks (MM-DiT)."""
     count = config.tokens.num_tokens * (config.tokens.blocks if backbone.family == "mmdit" else 1)
@@ -101,7 +106,8 @@ def make_tokens(config: Config, backbone) -> SoftTokens:
     if per_block and backbone.family != "mmdit":
         raise ValueError("tokens.time_table per_block applies to MM-DiT (SD3) models, whose blocks each get their own "
                          "tokens; UNet tokens are one set, so use 'shared'")
-    return SoftTokens(count, backbone.token_width, num_sets=config.method.num_token_sets,
+    num_sets = get_method(config.method.name).token_sets(config.method)  # AGSM: psi+ and psi-, unless ablated
+    return SoftTokens(count, backbone.token_width, num_sets=num_sets,
                       num_buckets=config.tokens.num_buckets, num_train_timesteps=backbone.num_train_timesteps,
                       init_std=config.tokens.init_std, init_tokens=init,
                       time_groups=config.tokens.blocks if per_block else 1, time_init_std=config.tokens.time_init_std)
@@ -113,7 +119,7 @@ def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
     if config.method.ema_init == "copy":
         ema = copy.deepcopy(tokens)
     else:
-        ema = SoftTokens(tokens.num_tokens, tokens.width, num_sets=tokens.num_sets,
+        ema = SoftTokens(tokens.total_tokens, tokens.width, num_sets=tokens.num_sets,
                          num_buckets=tokens.time_table.shape[0], num_train_timesteps=tokens.num_train_timesteps,
                          init_std=config.tokens.init_std,
                          time_groups=tokens.time_table.shape[1] if tokens.time_table.ndim == 3 else 1,
@@ -122,9 +128,10 @@ def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
 
 
 def make_trainable(config: Config, backbone, accelerator):
-    """What this run trains (training/trainables.py): soft tokens for agsm / softrepa / dsm, the backbone for dpo / inpo / spo."""
-    if config.method.name in PREFERENCE_METHODS:
-        from .backbone_tuning import BackboneTrainable
+    """What this run trains (training/trainables.py), as the method's spec says: soft tokens (agsm, softrepa, dsm) or
+    the backbone (dpo, inpo, spo)."""
+    if get_method(config.method.name).trains == "backbone":
+        from .backbone_trainable import BackboneTrainable
 
         return BackboneTrainable(config, backbone)
     tokens = make_tokens(config, backbone).to(accelerator.device)
@@ -133,13 +140,12 @@ def make_trainable(config: Config, backbone, accelerator):
     token_meta = token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"],
                                 trained_on=backbone.trained_on)
     injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
-    # update_ema as this module names it when the run starts (tests watch the EMA update through it)
-    return TokenTrainable(backbone, tokens, ema_tokens, injector, token_meta, config.method.ema_decay, update_ema)
+    return TokenTrainable(backbone, tokens, ema_tokens, injector, token_meta, config.method.ema_decay)
 
 
 def build_step_batch(dataset, ids, generator, accelerator, config: Config, device, backbone):
-    """The batch the method's step takes (objectives.DATA_KINDS): images x captions, preference pairs, or prompts."""
-    kind = DATA_KINDS[config.method.name]
+    """The batch the method's step takes (its spec's data kind): images x captions, preference pairs, or prompts."""
+    kind = get_method(config.method.name).data
     if kind == "captions":
         return build_batch(dataset, ids, generator, accelerator, config, device, encoder=backbone)
     if kind == "pairs":
@@ -261,7 +267,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     if accelerator.is_main_process:
         forget_log_after(out, state.step)
 
-    step_fn = STEPS[config.method.name]
+    step_fn = get_method(config.method.name).step
     guard = StepGuard(tc.max_bad_steps, tc.lr, lambda: latest_checkpoint(out))
     if accelerator.is_main_process:
         accelerator.init_trackers("agsm", config=_flat(config.to_dict()), init_kwargs=tracker_init_kwargs(out))

@@ -1,7 +1,7 @@
 """What a run trains, as a small strategy the trainer (training/loop.py) drives without knowing which it is.
 
 - TokenTrainable: soft tokens on a frozen backbone (methods agsm, softrepa, dsm), with their EMA.
-- preference.backbone_tuning.BackboneTrainable: a LoRA on the denoiser, or the whole denoiser, against a frozen
+- backbone_trainable.BackboneTrainable: a LoRA on the denoiser, or the whole denoiser, against a frozen
   reference (methods dpo, inpo, spo).
 
 Both expose the same small surface:
@@ -29,11 +29,10 @@ class TokenTrainable:
     kind = "tokens"
     checkpoint_names = ("tokens", "ema")
 
-    def __init__(self, backbone, tokens, ema_tokens, injector, token_meta: dict, ema_decay: float,
-                 ema_update=update_ema):
+    def __init__(self, backbone, tokens, ema_tokens, injector, token_meta: dict, ema_decay: float):
         self.trained, self.averaged, self.switch = tokens, ema_tokens, injector
         self.denoiser = TokenDenoiser(backbone, injector, tokens, ema_tokens)
-        self.token_meta, self.ema_decay, self.ema_update = token_meta, ema_decay, ema_update
+        self.token_meta, self.ema_decay = token_meta, ema_decay
 
     def parameters(self):
         return self.trained.parameters()
@@ -42,7 +41,7 @@ class TokenTrainable:
         return self.trained.named_parameters()
 
     def after_step(self) -> None:
-        self.ema_update(self.averaged, self.trained, self.ema_decay)
+        update_ema(self.averaged, self.trained, self.ema_decay)
 
     def norms(self) -> dict[str, float]:
         """Mean L2 norm of a token per set (psi+, psi-) and of the EMA's psi+: how far tokens reach into attention."""

@@ -7,6 +7,7 @@ folder and the space the write needed, and the temporary file is removed, so the
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -66,6 +67,14 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, data, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent))
+
+
+def write_png(path: str | Path, image) -> Path:
+    """A PIL image as PNG, atomically: a file under its final name is always a whole image, so an evaluation
+    killed mid-write resumes from complete images only. Encoded in memory first: the same bytes as image.save."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return write_bytes(path, buffer.getvalue())
 
 
 def _free_bytes(folder: Path) -> int | None:

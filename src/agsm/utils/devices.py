@@ -105,9 +105,10 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def add_device_options(parser, dtype: bool = True) -> None:
-    """--device and (unless dtype=False) --dtype, both defaulting to auto."""
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+def add_device_options(parser, dtype: bool = True, device_help: str = DEVICE_HELP) -> None:
+    """--device and (unless dtype=False) --dtype, both defaulting to auto; `agsm train` passes TRAIN_DEVICE_HELP
+    (accelerate places its processes)."""
+    parser.add_argument("--device", default="auto", help=device_help)
     if dtype:
         parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
 

@@ -1,6 +1,11 @@
-"""Small helpers both architectures share: the per-step random streams, pixel scaling and tokenising."""
+"""Small helpers the architectures share: the per-step random streams, pixel scaling, tokenising, and what a run
+records (its work folder, command line and library versions)."""
 
 from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import torch
 
@@ -28,3 +33,22 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     """Token ids exactly as the stock pipelines make them: padded to the maximum length. [len(texts), L]"""
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                      truncation=True, return_tensors="pt").input_ids
+
+
+def default_work_dir(out_dir, work_dir=None) -> str:
+    """`work_dir`, else runs/pretrain-NAME for the pipeline folder NAME: checkpoints never go inside the shipped
+    folder."""
+    return str(work_dir or Path("runs") / f"pretrain-{Path(out_dir).name}")
+
+
+def command_line(command: str | None = None) -> str:
+    """`command`, else this process's own command line, as train_info.json records it."""
+    return command or " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def library_versions() -> dict:
+    """The versions of torch, diffusers and transformers, as train_info.json records them."""
+    import diffusers
+    import transformers
+
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}

@@ -77,19 +77,43 @@ class SD15Config:
 
 
 @dataclass
-class SD3Config:
-    """The tiny SD3 model: MM-DiT + two CLIP encoders by flow matching on the frozen sd15-tiny VAE's latents."""
+class FrozenVAEConfig:
+    """What the architectures trained on the frozen sd15-tiny VAE's latents (sd3, sdxl) share, with the sd15
+    recipe's defaults (sdxl keeps them; sd3 sets its own). A subclass adds its options and must declare
+    ema_decay, checkpoint_every, log_every, vae, device and threads, which __post_init__ checks: they stay in the
+    subclass because the field order is the order of config.json and train_info.json ("config"), and each
+    architecture records its own options between these and those."""
 
     out_dir: str
     work_dir: str
-    steps: int = 30000
+    steps: int = 10000
     seed: int = 0
+    n_images: int = 20000
+    batch: int = 64
+    lr: float = 8e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    caption_dropout: float = 0.1
+
+    # The architecture's further options that must be >= 1 (checked after the shared ones, in this order).
+    COUNTS = ()
+
+    def __post_init__(self) -> None:
+        _at_least_one(self, ("steps", "n_images", "batch", "checkpoint_every", "log_every", "threads") + self.COUNTS)
+        _dropout(self.caption_dropout)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device} but torch sees no CUDA device; use --device cpu")
+
+
+@dataclass
+class SD3Config(FrozenVAEConfig):
+    """The tiny SD3 model: MM-DiT + two CLIP encoders by flow matching on the frozen sd15-tiny VAE's latents."""
+
+    steps: int = 30000
     n_images: int = 100_000
     batch: int = 256
     lr: float = 5e-4
     warmup: int = 500
-    weight_decay: float = 0.01
-    caption_dropout: float = 0.1
     logit_mean: float = 0.0  # SD3's logit-normal timestep density, m = 0, s = 1
     logit_std: float = 1.0
     ema_decay: float = 0.9995
@@ -107,30 +131,18 @@ class SD3Config:
     compile: bool = False
     threads: int = 1
 
+    COUNTS = ("layers", "heads")
+
     def __post_init__(self) -> None:
-        _at_least_one(self, ("steps", "n_images", "batch", "checkpoint_every", "log_every", "threads", "layers",
-                             "heads"))
-        _dropout(self.caption_dropout)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {self.device} but torch sees no CUDA device; use --device cpu")
+        super().__post_init__()
         self.dual_attention_layers = tuple(self.dual_attention_layers)
 
 
 @dataclass
-class SDXLConfig:
+class SDXLConfig(FrozenVAEConfig):
     """The tiny SDXL model: UNet with added conditioning + two CLIP encoders, epsilon loss on the frozen sd15-tiny
     VAE's latents; the sd15 recipe's data, steps, batch, learning rate and EMA (the study kept that recipe)."""
 
-    out_dir: str
-    work_dir: str
-    steps: int = 10000
-    seed: int = 0
-    n_images: int = 20000
-    batch: int = 64
-    lr: float = 8e-4
-    warmup: int = 200
-    weight_decay: float = 0.01
-    caption_dropout: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 200
     log_every: int = 100
@@ -141,12 +153,10 @@ class SDXLConfig:
     device: str = "cpu"
     threads: int = 1
 
+    COUNTS = ("text_layers",)
+
     def __post_init__(self) -> None:
-        _at_least_one(self, ("steps", "n_images", "batch", "checkpoint_every", "log_every", "threads",
-                             "text_layers"))
-        _dropout(self.caption_dropout)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {self.device} but torch sees no CUDA device; use --device cpu")
+        super().__post_init__()
         self.unet_channels, self.text_hidden = tuple(self.unet_channels), tuple(self.text_hidden)
         if len(self.text_hidden) != 2:
             raise ValueError(f"text_hidden {self.text_hidden} must name the widths of the two text encoders")

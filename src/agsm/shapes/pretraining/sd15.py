@@ -14,8 +14,6 @@ import logging
 import os
 import platform
 import random
-import shlex
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from ..restate import restatement
 from ..spec import CATEGORIES
 from ..tiny_models import build_scheduler, build_text_encoder, build_tokenizer, build_unet
 from . import loop
-from .common import stage_rng, tokenize
+from .common import command_line, default_work_dir, library_versions, stage_rng, tokenize
 from .config import SD15Config, settings
 from .sd15_vae import VAERecipe, cache_latents
 
@@ -105,8 +103,6 @@ class UNetRecipe(loop.Recipe):
 def export(cfg: SD15Config, vae, unet, text_encoder, tokenizer, cache: dict, walls: dict, losses: dict,
            command: str) -> Path:
     """Save the pipeline to cfg.out_dir (safetensors) with train_info.json; returns the folder."""
-    import diffusers
-    import transformers
     from diffusers import StableDiffusionPipeline
 
     vae.register_to_config(scaling_factor=cache["scaling_factor"])
@@ -127,8 +123,7 @@ def export(cfg: SD15Config, vae, unet, text_encoder, tokenizer, cache: dict, wal
                        (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))},
         "latent_scaling_factor": cache["scaling_factor"],
         "machine": f"{platform.machine()} CPU, torch threads {cfg.threads}, {os.cpu_count()} cores",
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                     "transformers": transformers.__version__},
+        "versions": library_versions(),
         "loss_curve": losses,
     }
     if cfg.init_from:  # the whole history: this run's cost adds to the one it continued
@@ -141,9 +136,8 @@ def export(cfg: SD15Config, vae, unet, text_encoder, tokenizer, cache: dict, wal
 def pretrain(out_dir: str, steps_vae: int, steps_unet: int, seed: int, work_dir: str | None = None,
              command: str | None = None, **options) -> Path:
     """Train (or resume) all stages and write the pipeline to `out_dir`; returns it. `options`: SD15Config fields."""
-    work_dir = work_dir or Path("runs") / f"pretrain-{Path(out_dir).name}"  # never inside the shipped folder
-    cfg = SD15Config(out_dir=str(out_dir), work_dir=str(work_dir), steps_vae=steps_vae, steps_unet=steps_unet,
-                     seed=seed, **options)
+    cfg = SD15Config(out_dir=str(out_dir), work_dir=default_work_dir(out_dir, work_dir), steps_vae=steps_vae,
+                     steps_unet=steps_unet, seed=seed, **options)
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -167,7 +161,6 @@ def pretrain(out_dir: str, steps_vae: int, steps_unet: int, seed: int, work_dir:
     ema = {k: m.eval() for k, m in unet_stage.result.items()}
     walls = {"vae": vae_stage.wall, "cache": cache["wall"], "unet": unet_stage.wall}
     losses = {"vae": vae_stage.losses, "unet": unet_stage.losses}
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    out = export(cfg, vae, ema["unet"], ema["text"], recipe.tokenizer, cache, walls, losses, command)
+    out = export(cfg, vae, ema["unet"], ema["text"], recipe.tokenizer, cache, walls, losses, command_line(command))
     log.info("saved %s", out)
     return out

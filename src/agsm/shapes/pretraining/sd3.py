@@ -10,14 +10,8 @@ before training). GPU options: device, bf16 autocast (weights and optimiser stay
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
-import platform
-import shlex
-import sys
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,10 +19,9 @@ import torch.nn.functional as F
 
 from .. import tiny_models as tm
 from ..sd3_conditioning import T5_TOKENS, check_collapse, collapsed_zero_tokens, encode_ids
-from . import loop
+from . import frozen_vae_run, loop
 from .common import stage_rng
 from .config import SD3Config, settings
-from .sd3_data import prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +107,9 @@ class SD3Recipe(loop.Recipe):
             yield
 
 
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores"
-
-
 def export(cfg: SD3Config, parts: dict, vae, tokenizer, data: dict, walls: dict, losses: list, command: str) -> Path:
-    """Save the EMA `parts` (fp32 on the CPU) with the frozen VAE as a pipeline in cfg.out_dir, with
-    train_info.json; removes a suite_scores.json that scored earlier weights. Returns the folder."""
-    import diffusers
-    import transformers
+    """Save the EMA `parts` (fp32 on the CPU) with the frozen VAE as a StableDiffusion3Pipeline in cfg.out_dir, with
+    train_info.json (frozen_vae_run.save_pipeline). Returns the folder."""
     from diffusers import StableDiffusion3Pipeline
 
     parts = {k: m.to("cpu") for k, m in parts.items()}  # fp32 always: autocast never casts the weights
@@ -132,44 +117,18 @@ def export(cfg: SD3Config, parts: dict, vae, tokenizer, data: dict, walls: dict,
         transformer=parts["transformer"], scheduler=tm.build_flow_scheduler(), vae=vae.to("cpu"),
         text_encoder=parts["text_encoder"], tokenizer=tokenizer, text_encoder_2=parts["text_encoder_2"],
         tokenizer_2=copy.deepcopy(tokenizer), text_encoder_3=None, tokenizer_3=None)
-    out = Path(cfg.out_dir)
-    stale = out / "suite_scores.json"
-    if stale.exists():  # scores of the previous weights
-        stale.unlink()
-        log.info("removed %s (it scored the previous weights)", stale)
-    pipe.save_pretrained(out, safe_serialization=True)
-    info = {
-        "command": command,
-        "seed": cfg.seed,
-        "steps": cfg.steps,
-        "wall_seconds": {k: round(v, 1) for k, v in walls.items()} | {"total": round(sum(walls.values()), 1)},
-        "seconds_per_step": round(walls["train"] / cfg.steps, 4),  # over the whole run, compiling included
-        "device": _device_name(cfg.device),
-        "config": asdict(cfg),
-        "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
-        | {"vae (frozen, from sd15-tiny)": sum(p.numel() for p in vae.parameters())},
+    described = {
         "conditioning": {"clip_tokens": tokenizer.model_max_length, "t5_zero_tokens": T5_TOKENS,
                          "joint_attention_dim": parts["transformer"].config.joint_attention_dim},
         "flow": "x_t = (1 - s) x0 + s eps, s = t / 1000, target eps - x0, s ~ logit-normal"
                 f"({cfg.logit_mean}, {cfg.logit_std})",
         "latent_scaling_factor": data["scale"], "latent_shift_factor": data["shift"],
-        "loss_curve": losses,
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                     "transformers": transformers.__version__},
     }
-    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    return frozen_vae_run.save_pipeline(pipe, cfg, parts, vae, walls, losses, command, described)
 
 
 def pretrain(out_dir: str, steps: int, seed: int = 0, work_dir: str | None = None, command: str | None = None,
              **options) -> Path:
     """Train (or resume) and write the pipeline to `out_dir`; returns it. `options`: SD3Config fields."""
-    work_dir = work_dir or str(Path("runs") / f"pretrain-{Path(out_dir).name}")  # never inside the shipped folder
-    cfg = SD3Config(out_dir=str(out_dir), work_dir=str(work_dir), steps=steps, seed=seed, **options)
-    work, vae, cache, tokenizer, data = prepare_run(cfg)
-    trained = loop.train(SD3Recipe(cfg, data, tokenizer), work)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    out = export(cfg, trained.result, vae, tokenizer, data, {"data": cache["wall"], "train": trained.wall},
-                 trained.losses, command)
-    log.info("saved %s", out)
-    return out
+    return frozen_vae_run.pretrain(SD3Config, lambda cfg, data, tokenizer, vae: SD3Recipe(cfg, data, tokenizer),
+                                   export, out_dir, steps, seed, work_dir, command, options)

@@ -12,24 +12,17 @@ which is what the 10% caption dropout trains (SDXL's own default zeroes the embe
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
-import shlex
-import sys
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .. import tiny_models as tm
-from . import loop
+from . import frozen_vae_run, loop
 from .common import stage_rng
 from .config import SDXLConfig, settings
-from .sd3_data import prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -142,50 +135,19 @@ class SDXLRecipe(loop.Recipe):
 
 def export(cfg: SDXLConfig, parts: dict, vae, tokenizer, data: dict, walls: dict, losses: list, command: str) -> Path:
     """Save the EMA `parts` with the frozen VAE as a StableDiffusionXLPipeline in cfg.out_dir, with
-    train_info.json; removes a suite_scores.json that scored earlier weights. Returns the folder."""
-    import diffusers
-    import transformers
-
+    train_info.json (frozen_vae_run.save_pipeline). Returns the folder."""
     parts = {k: m.to("cpu").eval() for k, m in parts.items()}
     pipe = stock_pipeline(parts["unet"], parts["text_encoder"], parts["text_encoder_2"], tokenizer, vae.to("cpu"))
-    out = Path(cfg.out_dir)
-    stale = out / "suite_scores.json"
-    if stale.exists():
-        stale.unlink()
-        log.info("removed %s (it scored the previous weights)", stale)
-    pipe.save_pretrained(out, safe_serialization=True)
-    info = {
-        "command": command,
-        "seed": cfg.seed,
-        "steps": cfg.steps,
-        "wall_seconds": {k: round(v, 1) for k, v in walls.items()} | {"total": round(sum(walls.values()), 1)},
-        "seconds_per_step": round(walls["train"] / cfg.steps, 4),
-        "device": (torch.cuda.get_device_name(torch.device(cfg.device)) if cfg.device.startswith("cuda") else
-                   f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores"),
-        "config": asdict(cfg),
-        "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
-        | {"vae (frozen, from sd15-tiny)": sum(p.numel() for p in vae.parameters())},
+    described = {
         "conditioning": {"context": "penultimate hidden states of text_encoder and text_encoder_2 side by side",
                          "pooled": "text_encoder_2's projected end-of-text state", "time_ids": [64, 64, 0, 0, 64, 64],
                          "unconditional": "the empty prompt (force_zeros_for_empty_prompt=False)"},
         "latent_scaling_factor": data["scale"],
-        "loss_curve": losses,
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                     "transformers": transformers.__version__},
     }
-    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    return frozen_vae_run.save_pipeline(pipe, cfg, parts, vae, walls, losses, command, described)
 
 
 def pretrain(out_dir: str, steps: int, seed: int = 0, work_dir: str | None = None, command: str | None = None,
              **options) -> Path:
     """Train (or resume) and write the pipeline to `out_dir`; returns it. `options`: SDXLConfig fields."""
-    work_dir = work_dir or str(Path("runs") / f"pretrain-{Path(out_dir).name}")  # never inside the shipped folder
-    cfg = SDXLConfig(out_dir=str(out_dir), work_dir=str(work_dir), steps=steps, seed=seed, **options)
-    work, vae, cache, tokenizer, data = prepare_run(cfg)
-    trained = loop.train(SDXLRecipe(cfg, data, tokenizer, vae), work)
-    command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    out = export(cfg, trained.result, vae, tokenizer, data, {"data": cache["wall"], "train": trained.wall},
-                 trained.losses, command)
-    log.info("saved %s", out)
-    return out
+    return frozen_vae_run.pretrain(SDXLConfig, SDXLRecipe, export, out_dir, steps, seed, work_dir, command, options)

@@ -14,7 +14,6 @@ Export, when training ends (BackboneTrainable.export), into the run folder:
     pipeline/                        with tune.export_pipeline: the whole pipeline with the tuned denoiser (and the
                                      model folder's sampler.json), for commands that take a model folder
     tuned.json                       method, what was trained, base model, step, files, and the denoiser's hash
-Over 300 lines: one concern (what a preference run trains, its reference, export); to split if a fourth objective lands.
 """
 from __future__ import annotations
 
@@ -29,11 +28,9 @@ from pathlib import Path
 import torch
 
 from ..utils.atomic_files import write_json
-from ..backbones.base import TextCond
 from ..backbones.variants import content_hash, forget_content_hash
-from .denoisers import BackboneDiffusion
-from ..objectives.inpo import inversion_schedule
-from ..preference.scorers import load_scorer
+from ..objectives import get_method, method_names
+from .denoisers import PreferenceDenoiser
 
 ADAPTER = "agsm_tuned"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -66,10 +63,12 @@ class BackboneTrainable:
 
     def __init__(self, config, backbone):
         method, tune = config.method.name, config.tune
-        if method in ("inpo", "spo") and backbone.family != "unet":
-            raise ValueError(f"method.name {method} runs DDIM (inversion or sampling) and needs a UNet backbone "
+        needs = get_method(method).unet_only  # why the method needs a UNet ('' when any backbone will do)
+        if needs and backbone.family != "unet":
+            anywhere = [n for n in method_names() if get_method(n).trains == "backbone" and not get_method(n).unet_only]
+            raise ValueError(f"method.name {method} {needs} and needs a UNet backbone "
                              f"(SD1.5, SDXL); {config.model.path} is an {backbone.family} ({backbone.architecture}) "
-                             "model: use method.name dpo")
+                             f"model: use method.name {' or '.join(anywhere)}")
         if config.model.lora and not config.model.fuse_lora:
             raise ValueError("preference methods train on top of model.lora only when it is fused (model.fuse_lora "
                              "true): the reference switches the trained adapter off and must keep the given LoRA")
@@ -99,7 +98,8 @@ class BackboneTrainable:
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.trained, self.averaged = _Weights(self.named), None
         self.switch = AdapterSwitch(model, self.lora)
-        self.denoiser = PreferenceDenoiser(backbone, self, config.method.spo_scorer)
+        # only a method that ranks its own samples (spo) names a scorer; it loads on first use
+        self.denoiser = PreferenceDenoiser(backbone, self, getattr(config.method, "scorer", None))
 
     def parameters(self):
         return [p for _, p in self.named]
@@ -212,102 +212,6 @@ class _Weights:
         with torch.no_grad():
             for n, p in self.named.items():
                 p.copy_(state[n].to(p.dtype))
-
-
-class PreferenceDenoiser(BackboneDiffusion):
-    """The thin model layer the preference steps call: the policy (trained) and reference predictions, the backbone's
-    noising and targets, and (for InPO and SPO, UNet backbones) DDIM schedules, guidance, decoding and the scorer."""
-
-    def __init__(self, backbone, trainable: BackboneTrainable, scorer_name: str):
-        self.backbone, self.trainable, self.scorer_name = backbone, trainable, scorer_name
-        self.is_flow = backbone.family == "mmdit"
-        self._scorer = self._uncond = None
-        self._schedules: dict = {}
-
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
-        return self.backbone.predict(x_t, t, cond)
-
-    def reference(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond) -> torch.Tensor:
-        with torch.no_grad(), self.trainable.reference():
-            return self.backbone.predict(x_t, t, cond)
-
-    def zero_loss(self) -> torch.Tensor:
-        """0, connected to every trained weight (a step without pairs still has gradients: zeros)."""
-        return sum((p * 0).sum() for p in self.trainable.parameters())
-
-    # ---- DDIM pieces (UNet backbones) ----
-    @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        return self.backbone.alphas_cumprod
-
-    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: TextCond, model: str = "policy") -> torch.Tensor:
-        """The noise the policy (or reference) predicts at x_t, whatever the backbone's parameterisation."""
-        out = self.reference(x_t, t, cond) if model == "reference" else self(x_t, t, cond)
-        if self.backbone.param.name == "epsilon":
-            return out
-        a = self.alphas_cumprod.to(x_t.device)[t.long()].reshape(-1, *([1] * (x_t.ndim - 1))).to(out.dtype)
-        return a.sqrt() * out + (1 - a).sqrt() * x_t.to(out.dtype)  # from v = sqrt(a) eps - sqrt(1 - a) x0
-
-    def guided_eps(self, x: torch.Tensor, t: int, cond: TextCond, uncond: TextCond, guidance: float,
-                   model: str = "policy") -> torch.Tensor:
-        """Classifier-free guided noise eps_u + g (eps_c - eps_u) at the integer timestep t, in one batched call."""
-        n = x.shape[0]
-        if guidance == 1.0:
-            return self.predict_eps(x, torch.full((n,), t, device=x.device), cond, model)
-        eps = self.predict_eps(torch.cat([x, x]), torch.full((2 * n,), t, device=x.device),
-                               TextCond.cat([uncond, cond]), model)
-        eps_u, eps_c = eps.float().chunk(2)
-        return eps_u + guidance * (eps_c - eps_u)
-
-    def inversion_schedule(self, steps: int):
-        key = ("inverse", steps)
-        if key not in self._schedules:
-            from diffusers import DDIMInverseScheduler
-
-            self._schedules[key] = inversion_schedule(DDIMInverseScheduler.from_config(self.backbone.pipe.scheduler.config),
-                                                      steps)
-        return self._schedules[key]
-
-    def ddim_schedule(self, steps: int) -> list[tuple[int, float, float]]:
-        """[(t, abar_t, abar_prev)] of DDIM sampling in `steps` steps, from noise to image (the model's scheduler
-        config; the last step goes to the scheduler's final alpha)."""
-        key = ("ddim", steps)
-        if key not in self._schedules:
-            from diffusers import DDIMScheduler
-
-            scheduler = DDIMScheduler.from_config(self.backbone.pipe.scheduler.config)
-            scheduler.set_timesteps(steps)
-            abar = scheduler.alphas_cumprod.float()
-            ratio = scheduler.config.num_train_timesteps // steps
-            self._schedules[key] = [(int(t), float(abar[t]), float(abar[t - ratio]) if t - ratio >= 0
-                                     else float(scheduler.final_alpha_cumprod)) for t in scheduler.timesteps.tolist()]
-        return self._schedules[key]
-
-    def initial_noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        pipe, model = self.backbone.pipe, self.backbone.denoiser
-        side = self.backbone.resolution // pipe.vae_scale_factor
-        x = torch.randn((n, model.config.in_channels, side, side), generator=generator)
-        return x.to(self.backbone.device) * float(pipe.scheduler.init_noise_sigma)
-
-    def uncond(self, n: int) -> TextCond:
-        """The empty prompt's conditioning, n times (the unconditional branch of guidance)."""
-        if self._uncond is None:
-            self._uncond = self.backbone.encode_text([""])
-        return TextCond.cat([self._uncond] * n)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> list:
-        """Latents -> PIL images through the pipeline's VAE and image processor."""
-        pipe = self.backbone.pipe
-        vae = pipe.vae
-        shift = vae.config.get("shift_factor") or 0.0
-        pixels = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift).sample
-        return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
-
-    def scorer(self, images: list, prompts: list[str], t: torch.Tensor) -> torch.Tensor:
-        if self._scorer is None:
-            self._scorer = load_scorer(self.scorer_name)
-        return self._scorer(images, prompts, t)
 
 
 def summary(out: Path) -> dict:

@@ -1,4 +1,9 @@
-"""Image grids with each image's verdict as a coloured frame (green correct, red wrong)."""
+"""Image grids with each image's verdict as a coloured frame (green correct, red wrong).
+
+Here, in utils, and not in agsm.report: evaluations draw their grids as they finish (eval shapes' per-category
+grids, edit-shapes' grid.png), and the dependency between evaluation and reporting goes one way only: agsm.report
+reads what agsm.eval wrote (and may import it), agsm.eval never imports agsm.report.
+"""
 from __future__ import annotations
 
 from PIL import Image, ImageDraw
