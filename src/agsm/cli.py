@@ -94,7 +94,7 @@ def _eval_shapes(args, extra):
                              images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps,
                              guidance=args.guidance, uncond_tokens=args.uncond_tokens,
                              per_category=args.per_category, batch_size=args.batch_size, device=args.device,
-                             dtype=args.dtype, variant=variant_from_args(args))
+                             dtype=args.dtype, variant=variant_from_args(args), overwrite=args.overwrite)
     print(print_summary(result))
     print(f"wrote results.json and grids to {args.out}")
 
@@ -107,7 +107,8 @@ def _shapes_pretrain(args, extra):
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_options import (GUIDANCE_HELP, HUB_TOKENS_HELP, SHAPES_PIPELINE_HELP, STEPS_HELP, add_device_options,
-                              add_model_options, add_sampler_options, add_variant_options)
+                              add_model_options, add_overwrite_option, add_sampler_options,
+                              add_variant_options)
     from .utils.devices import TRAIN_DEVICE_HELP
 
     parser = argparse.ArgumentParser(prog="agsm", description=__doc__,
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--out", required=True, help="folder for results.json, the grids, images/ and manifest")
     add_variant_options(shapes)
     add_device_options(shapes)
+    add_overwrite_option(shapes)
     shapes.set_defaults(run=_eval_shapes)
     from .eval import coco, edit_shapes, geneval, pie_bench
     from .report import cli as report_cli

@@ -6,6 +6,7 @@ every flag keeps its dest, type, choices and default in every command.
     add_sampler_options   --steps, --guidance, --size             overrides of the model's recommended sampler
     add_variant_options   --denoiser, --lora, --lora-scale, --unfused-lora    (defined in backbones/variants.py)
     add_device_options    --device, --dtype                       (defined in utils/devices.py)
+    add_overwrite_option  --overwrite                             start a resumable --out folder afresh
 
 The last two stay next to the code that reads their options back (variant_from_args, resolve_device_and_dtype), so
 a change to an option and to its reader is one edit; they are imported here so that every group is found in this
@@ -19,7 +20,7 @@ from .backbones.sampler_defaults import GUIDANCE_HELP, STEPS_HELP
 from .backbones.variants import add_variant_options
 from .utils.devices import add_device_options
 
-__all__ = ["add_model_options", "add_sampler_options", "add_variant_options", "add_device_options",
+__all__ = ["add_model_options", "add_sampler_options", "add_variant_options", "add_device_options", "add_overwrite_option",
            "PIPELINE_HELP", "SHAPES_PIPELINE_HELP", "TOKENS_HELP", "HUB_TOKENS_HELP", "UNCOND_TOKENS_HELP",
            "STEPS_HELP", "GUIDANCE_HELP", "NATIVE_SIZE_HELP"]
 
@@ -59,3 +60,11 @@ def add_sampler_options(parser, *, steps: bool = True, steps_help: str = STEPS_H
     parser.add_argument("--guidance", type=float, help=guidance_help)
     if size:
         parser.add_argument("--size", type=int, help=NATIVE_SIZE_HELP)
+
+
+def add_overwrite_option(parser) -> None:
+    """--overwrite of the resumable evaluations (agsm.eval.resumable): without it, an --out folder holding a run with
+    other settings is refused, naming each change, so a typo never deletes hours of images."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start --out afresh when it holds a run with other settings (default: refuse, naming "
+                             "each changed setting; the same settings resume)")

@@ -103,3 +103,21 @@ def test_eval_shapes_refuses_like_the_other_runners_and_reads_its_old_run_json(s
     (tmp_path / RECORD).unlink()
     (tmp_path / "run.json").write_text(json.dumps({"settings": record, "sampler": sampler}))
     assert evaluate_shapes(sd15_dir, tmp_path, per_category=1, steps=1, show_progress=False) == first
+
+
+def test_the_eval_commands_take_overwrite(sd15_dir, tmp_path, capsys):
+    """On the command line: other settings end with the refusal and the fix (exit 2), --overwrite starts afresh."""
+    from agsm.cli import main
+
+    command = ["eval", "shapes", "--model", str(sd15_dir), "--out", str(tmp_path), "--per-category", "1",
+               "--steps", "1", "--batch-size", "6"]
+    main(command)
+    with pytest.raises(SystemExit) as refused:
+        main(command + ["--seed", "9"])
+    assert refused.value.code == 2 and "seed: 0 then, 9 now" in capsys.readouterr().err
+    main(command + ["--seed", "9", "--overwrite"])
+    assert json.loads((tmp_path / RECORD).read_text())["seed"] == 9
+    for name in ("coco", "geneval-export", "pie-bench", "edit-shapes"):  # every command that resumes
+        with pytest.raises(SystemExit):
+            main(["eval", name, "--help"])
+        assert "--overwrite" in capsys.readouterr().out

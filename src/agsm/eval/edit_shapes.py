@@ -246,7 +246,7 @@ def _run(args, extra) -> None:
         raise ValueError(f"unknown arguments {extra}; see agsm eval edit-shapes -h")
     results = run_edit_benchmark(args.model, args.out, tokens=args.tokens, n=args.n, seed=args.seed,
                                  method=args.method, uncond_tokens=args.uncond_tokens, device=args.device,
-                                 dtype=args.dtype, **options_from_args(args))
+                                 dtype=args.dtype, overwrite=args.overwrite, **options_from_args(args))
     for name, variant in results["variants"].items():
         s = variant["summary"]["all"]
         print(f"{name:7s} success {s['success']:.3f}  clean {s['clean']:.3f}  PSNR {s['psnr']:.2f} dB  "
@@ -256,7 +256,7 @@ def _run(args, extra) -> None:
 
 def add_commands(eval_subparsers) -> None:
     """Register `agsm eval edit-shapes` on the `agsm eval` sub-command parsers."""
-    from ..cli_options import SHAPES_PIPELINE_HELP, add_model_options
+    from ..cli_options import SHAPES_PIPELINE_HELP, add_model_options, add_overwrite_option
     from ..editing.cli import add_edit_options
 
     p = eval_subparsers.add_parser("edit-shapes", help="ShapesWorld editing benchmark, judged exactly")
@@ -268,4 +268,5 @@ def add_commands(eval_subparsers) -> None:
                    help="the scenes are drawn from it; case i's edit noise uses seed + i (default 0)")
     add_device_options(p)
     add_edit_options(p)
+    add_overwrite_option(p)
     p.set_defaults(run=_run)

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..backbones.variants import variant_from_args
-from ..cli_options import add_device_options, add_model_options, add_sampler_options, add_variant_options
+from ..cli_options import (add_device_options, add_model_options, add_overwrite_option, add_sampler_options,
+                           add_variant_options)
 from ..utils.devices import dtype_name, resolve_device_and_dtype
 
 
@@ -34,6 +35,7 @@ def add_model_args(parser, tokens: bool = True) -> None:
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     add_device_options(parser)
     add_variant_options(parser)  # a preference-tuned denoiser or a LoRA, evaluated like the stock model
+    add_overwrite_option(parser)
 
 
 def report_command(command: str, evaluate, markdown, keywords):
@@ -51,7 +53,8 @@ def report_command(command: str, evaluate, markdown, keywords):
 def model_keywords(args, tokens: bool = True) -> dict:
     """The runner keywords of add_model_args' options (the CLI adapters' shared part)."""
     keywords = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "size": args.size,
-                "seed": args.seed, "device": args.device, "dtype": args.dtype, "variant": variant_from_args(args)}
+                "seed": args.seed, "device": args.device, "dtype": args.dtype, "variant": variant_from_args(args),
+                "overwrite": args.overwrite}
     if tokens:
         keywords.update(tokens=args.tokens, uncond_tokens=args.uncond_tokens)
     return keywords

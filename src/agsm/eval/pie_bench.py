@@ -74,7 +74,7 @@ def pie_keywords(args) -> dict:
     """The CLI adapter: `agsm eval pie-bench`'s parsed options as evaluate_pie's keywords."""
     from ..editing.cli import options_from_args
 
-    return {"model": args.model, "pie": args.pie, "out": args.out, "tokens": args.tokens,
+    return {"model": args.model, "pie": args.pie, "out": args.out, "tokens": args.tokens, "overwrite": args.overwrite,
             "uncond_tokens": args.uncond_tokens, "method": args.method, "options": options_from_args(args),
             "size": args.size, "seed": args.seed, "types": args.types, "num": args.num, "metrics": args.metrics,
             "clip": args.clip, "lpips": args.lpips, "lpips_net": args.lpips_net, "dino": args.dino,
@@ -187,7 +187,7 @@ def _cell(entry, factor) -> str:
 
 
 def add_commands(eval_subparsers) -> None:
-    from ..cli_options import add_model_options
+    from ..cli_options import add_model_options, add_overwrite_option
     from ..editing.cli import add_edit_options
 
     p = eval_subparsers.add_parser("pie-bench", help="PIE-Bench editing: edit with agsm.editing, score structure, "
@@ -210,5 +210,6 @@ def add_commands(eval_subparsers) -> None:
     p.add_argument("--dino-layer", type=int, help="layer whose keys are compared (default: the last, 11 for ViT-B)")
     add_device_options(p)
     p.add_argument("--label", help="row name in results.md (default: the token file or model name)")
+    add_overwrite_option(p)
     p.set_defaults(run=report_command("pie-bench", evaluate_pie, results_markdown, pie_keywords))
 

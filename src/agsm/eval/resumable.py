@@ -100,7 +100,7 @@ class RunRecord:
         diff = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
         if not self.overwrite:
             raise SettingsChanged(f"{self.out} holds a run with other settings ({diff}); use the same settings to "
-                                  "resume it, or another --out (or an emptied folder) for a new run")
+                                  "resume it, another --out for a new run, or --overwrite (overwrite=True) to start this folder afresh")
         log.warning("%s holds a run with other settings (%s); starting it afresh", self.out, diff)
         return False
 
