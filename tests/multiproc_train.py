@@ -1,7 +1,6 @@
 """Run under `accelerate launch --num_processes 2`: train, then every process saves the tokens it holds."""
 import sys
 
-import torch
 from accelerate import PartialState
 from safetensors.torch import save_file
 

@@ -12,7 +12,9 @@ from agsm.data import build_or_load_cache
 from agsm.shapes.grammar import object_phrase
 from agsm.shapes.spec import COLORS
 from agsm.objectives.pairs import in_batch_captions, with_hard_negatives
-from agsm.training.loop import build_batch, load_records, make_ema_tokens, make_tokens, train
+from agsm.training.batches import build_batch, load_records
+from agsm.training.loop import train
+from agsm.training.trainables import make_ema_tokens, make_tokens
 
 
 def test_hard_columns_replace_negatives_and_keep_the_own_caption():

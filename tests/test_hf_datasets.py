@@ -81,7 +81,8 @@ def test_training_two_steps_on_a_saved_dataset_matches_the_imagefolder_latents(s
     from agsm.backbones.factory import load_backbone
     from agsm.training.config import load_config
     from agsm.tokens.token_file import read_tokens
-    from agsm.training.loop import load_records, train
+    from agsm.training.batches import load_records
+    from agsm.training.loop import train
 
     config = load_config(None, ["--model.path", str(sd15_dir), "--data.format", "hf", "--data.path", str(saved_dataset),
                                 "--train.output_dir", str(tmp_path / "run"), "--data.cache_dir",
@@ -232,7 +233,7 @@ def test_missing_columns_bad_rows_and_offline_hub_are_clear_errors(saved_dataset
 
 def test_config_options_reach_the_reader(saved_dataset):
     from agsm.training.config import load_config
-    from agsm.training.loop import load_records
+    from agsm.training.batches import load_records
 
     config = load_config(None, ["--data.format", "hf", "--data.path", str(saved_dataset), "--data.max_images", "3",
                                 "--data.streaming", "true"])

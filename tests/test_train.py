@@ -20,7 +20,9 @@ from agsm.training.denoisers import TokenDenoiser
 from agsm.objectives import get_method
 from agsm.tokens.token_file import read_tokens, tokens_from_file
 from agsm.tokens import install_tokens, placement_for
-from agsm.training.loop import build_batch, load_records, make_tokens, train
+from agsm.training.batches import build_batch, load_records
+from agsm.training.loop import train
+from agsm.training.trainables import make_tokens
 
 pytestmark = pytest.mark.slow
 

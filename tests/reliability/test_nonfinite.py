@@ -42,8 +42,6 @@ def test_diverging_run_stops_naming_step_batch_and_last_good_checkpoint(tiny_arg
 @pytest.mark.slow
 def test_bad_steps_are_skipped_counted_and_logged_up_to_the_limit(tiny_config, tmp_path, monkeypatch):
     """One poisoned step: stops without train.max_bad_steps, is skipped (no update, counted) with it."""
-    import agsm.training.loop as train_module
-
     from agsm.objectives import registry
 
     real = registry.get_method("agsm").step

@@ -2,6 +2,7 @@
 
     loop.py                the one loop for every method (accelerate, AdamW, cosine restarts), asking the method's
                            spec (objectives/registry.py) what batch it takes and what it trains
+    batches.py             what a step takes: the records, and each step's batch of the kind the method names
     trainables.py          what a run trains, as a small strategy: soft tokens (TokenTrainable) or the backbone
                            (backbone_trainable.py: a LoRA or the whole denoiser, against a frozen reference)
     denoisers.py           what a method's step calls: the backbone with the trained part switched in

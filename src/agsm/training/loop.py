@@ -13,15 +13,13 @@ Every per-step random draw comes from a generator seeded by (seed, step, process
 from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
 non-finite loss or gradient is never applied (training/guard.py); the run folder has one owner (training/run_folder.py).
 What is trained is a small strategy (training/trainables.py): the loop below drives tokens and backbone weights alike.
-Over 300 lines: the one training loop for tokens and preference objectives; its parts already live in their modules.
+What a step takes is built in training/batches.py, what it trains in training/trainables.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -29,20 +27,15 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from ..backbones.base import TextCond
 from ..backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config
-from ..data import build_or_load_cache, read_coco, read_hf_dataset, read_imagefolder
-from ..data.perturb import distinct_perturbations
-from .export import token_metadata
-from ..objectives import PairBatch, get_method, method_names
-from ..objectives.preference_batch import PreferenceBatch, PromptBatch
-from ..objectives.pairs import in_batch_captions, one_negative_captions, with_hard_negatives
+from ..data import build_or_load_cache
+from ..objectives import get_method
 from ..utils.progress import progress
 from .run_folder import claim_run_folder, forget_log_after, resume_point
-from ..tokens import SoftTokens, install_tokens, placement_for
-from .trainables import TokenTrainable
+from .trainables import make_trainable
+from .batches import batch_files, batch_size_of, build_step_batch, load_records, step_generator
 from .guard import StepGuard
 from .speed import prepare_denoiser
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
@@ -50,157 +43,6 @@ from .validation_images import make_validator
 
 log = logging.getLogger("agsm.train")
 WEIGHT_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step * 7_919 + rank)
-
-
-def load_records(config: Config):
-    """The records of config.data: a list of Records, or (data.format hf, pairs) a source read once by the cache
-    builder."""
-    data = config.data
-    if not data.path:
-        raise ValueError("data.path is empty; set it to an image folder with metadata.jsonl (or COCO images, or a "
-                         "Hugging Face dataset with data.format hf, or preference pairs with data.format pairs)")
-    kind = get_method(config.method.name).data
-    if kind == "pairs" and data.format != "pairs":
-        raise ValueError(f"method.name {config.method.name} trains on preference pairs: set data.format pairs and "
-                         "data.path to them (docs/preference.md; `agsm shapes pairs` makes some on ShapesWorld)")
-    if kind == "captions" and data.format == "pairs":
-        readers = [n for n in method_names() if get_method(n).data != "captions"]  # pairs, or the prompts of pairs
-        raise ValueError(f"data.format pairs holds preference pairs, for method.name {_either(readers)}; "
-                         f"{config.method.name} trains on images and captions (data.format imagefolder, coco, hf)")
-    if data.format == "pairs":
-        from ..preference.pair_data import PairColumns, read_pairs
-
-        columns = PairColumns(data.caption_column, data.image_0_column, data.image_1_column, data.label_column)
-        return read_pairs(data.path, columns, split=data.split, builder=data.hf_builder, streaming=data.streaming,
-                          max_pairs=data.max_images)
-    if data.format == "hf":
-        return read_hf_dataset(data.path, split=data.split, image_column=data.image_column,
-                               caption_column=data.caption_column, builder=data.hf_builder, streaming=data.streaming,
-                               max_images=data.max_images)
-    if data.format == "coco":
-        if not data.captions:
-            raise ValueError("data.format coco needs data.captions, the captions json (captions_train2017.json)")
-        return read_coco(data.path, data.captions)[:data.max_images]
-    return read_imagefolder(data.path)[:data.max_images]
-
-
-def _either(names: list[str]) -> str:
-    """'dpo, inpo or spo'."""
-    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none"
-
-
-def make_tokens(config: Config, backbone) -> SoftTokens:
-    """Token sets for the backbone: N tokens (UNet), or N per block for the first `blocks` blocks (MM-DiT)."""
-    count = config.tokens.num_tokens * (config.tokens.blocks if backbone.family == "mmdit" else 1)
-    init = None
-    if config.tokens.init == "empty_prompt":
-        embeds = backbone.encode_text([""]).embeds
-        if backbone.family == "mmdit":  # MM-DiT tokens live after the context embedder
-            embeds = backbone.context_width_tokens(embeds)
-        init = embeds[0, 0].float().cpu()  # the BOS position of the empty prompt
-    per_block = config.tokens.time_table == "per_block"
-    if per_block and backbone.family != "mmdit":
-        raise ValueError("tokens.time_table per_block applies to MM-DiT (SD3) models, whose blocks each get their own "
-                         "tokens; UNet tokens are one set, so use 'shared'")
-    num_sets = get_method(config.method.name).token_sets(config.method)  # AGSM: psi+ and psi-, unless ablated
-    return SoftTokens(count, backbone.token_width, num_sets=num_sets,
-                      num_buckets=config.tokens.num_buckets, num_train_timesteps=backbone.num_train_timesteps,
-                      init_std=config.tokens.init_std, init_tokens=init,
-                      time_groups=config.tokens.blocks if per_block else 1, time_init_std=config.tokens.time_init_std)
-
-
-def make_ema_tokens(config: Config, tokens: SoftTokens) -> SoftTokens:
-    """The EMA tokens: a copy of the online tokens, or (method.ema_init independent, the public code) a fresh
-    normal(0, init_std) draw, so that the targets' reference starts near the plain model."""
-    if config.method.ema_init == "copy":
-        ema = copy.deepcopy(tokens)
-    else:
-        ema = SoftTokens(tokens.total_tokens, tokens.width, num_sets=tokens.num_sets,
-                         num_buckets=tokens.time_table.shape[0], num_train_timesteps=tokens.num_train_timesteps,
-                         init_std=config.tokens.init_std,
-                         time_groups=tokens.time_table.shape[1] if tokens.time_table.ndim == 3 else 1,
-                         time_init_std=config.tokens.time_init_std)
-    return ema.requires_grad_(False)
-
-
-def make_trainable(config: Config, backbone, accelerator):
-    """What this run trains (training/trainables.py), as the method's spec says: soft tokens (agsm, softrepa, dsm) or
-    the backbone (dpo, inpo, spo)."""
-    if get_method(config.method.name).trains == "backbone":
-        from .backbone_trainable import BackboneTrainable
-
-        return BackboneTrainable(config, backbone)
-    tokens = make_tokens(config, backbone).to(accelerator.device)
-    ema_tokens = make_ema_tokens(config, tokens).to(accelerator.device)
-    placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
-    token_meta = token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"],
-                                trained_on=backbone.trained_on)
-    injector = install_tokens(backbone.denoiser, backbone.family, tokens, placement)
-    return TokenTrainable(backbone, tokens, ema_tokens, injector, token_meta, config.method.ema_decay)
-
-
-def build_step_batch(dataset, ids, generator, accelerator, config: Config, device, backbone):
-    """The batch the method's step takes (its spec's data kind): images x captions, preference pairs, or prompts."""
-    kind = get_method(config.method.name).data
-    if kind == "captions":
-        return build_batch(dataset, ids, generator, accelerator, config, device, encoder=backbone)
-    if kind == "pairs":
-        x0_w, x0_l = dataset.latents(ids)
-        return PreferenceBatch(x0_w.to(device), x0_l.to(device), dataset.text(ids).to(device), dataset.captions(ids))
-    from ..preference.pair_data import PairDataset
-
-    if isinstance(dataset, PairDataset):  # SPO on preference pairs: their prompts
-        return PromptBatch(dataset.text(ids).to(device), dataset.captions(ids))
-    caption_ids = dataset.draw_captions(ids, generator)
-    return PromptBatch(dataset.text(caption_ids).to(device), [dataset.captions[i] for i in caption_ids.tolist()])
-
-
-def batch_size_of(batch) -> int:
-    """The pairs (image, caption), preference pairs or prompts a step processes: for the throughput line."""
-    if isinstance(batch, PairBatch):
-        return batch.num_images * batch.num_captions
-    return batch.num_pairs if isinstance(batch, PreferenceBatch) else batch.num_prompts
-
-
-def build_batch(dataset, ids, generator, accelerator, config: Config, device, encoder=None) -> PairBatch:
-    """Latents of this process's images, their captions, and the image x caption matrix.
-
-    With method.hard_negatives > 0, `encoder` (the backbone) encodes each image's perturbed captions, which
-    join the caption pool and replace that share of the image's in-batch negatives.
-    """
-    x0 = dataset.latents(ids).to(device)
-    caption_ids = dataset.draw_captions(ids, generator)
-    cond: TextCond = dataset.text(caption_ids).to(device)
-    offset = 0
-    if config.train.gather_captions and accelerator.num_processes > 1:
-        cond = TextCond(**{k: accelerator.gather(v.contiguous()) for k, v in cond.tensors().items()})
-        offset = accelerator.process_index * len(ids)
-    if config.method.bradley_terry:
-        index, pos = one_negative_captions(len(ids), len(cond), offset, generator)
-    else:
-        index, pos = in_batch_captions(len(ids), len(cond), offset)
-    method = config.method
-    per_image = round(method.hard_negatives * (index.shape[1] - 1))
-    if per_image > 0:
-        if encoder is None:
-            raise ValueError("method.hard_negatives needs the backbone to encode perturbed captions; pass encoder=")
-        rng = random.Random(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-        texts, columns = [], []
-        kinds = tuple(method.hard_negative_kinds)
-        for caption_id in caption_ids.tolist():
-            mine = distinct_perturbations(dataset.captions[caption_id], per_image, rng, kinds)
-            columns.append([len(cond) + len(texts) + j for j in range(len(mine))])  # their columns in the pool
-            texts.extend(mine)
-        if texts:
-            with torch.no_grad():
-                extra = encoder.encode_text(texts).to(device=device, dtype=cond.embeds.dtype)
-            cond = TextCond.cat([cond, extra])
-            index = with_hard_negatives(index, pos, columns, generator)
-    return PairBatch(x0, cond, index, pos)
 
 
 def train(config: Config, resume: bool | str | Path = False, overwrite: bool = False) -> Path:
@@ -345,14 +187,6 @@ def _export_path(out: Path, trainable, backbone) -> Path:
     from ..tokens.token_file import FILE_NAME
 
     return out / (FILE_NAME if trainable.kind == "tokens" else backbone.denoiser_name)
-
-
-def batch_files(dataset, ids) -> list[tuple[str, list[str]]]:
-    """(image file, its captions) of each image in a batch: what an error about that batch should name."""
-    if hasattr(dataset, "batch_files"):
-        return dataset.batch_files(ids)
-    return [(str(dataset.image_paths[i]), [dataset.captions[c] for c in dataset.caption_ids_of(i)])
-            for i in ids.tolist()]
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
