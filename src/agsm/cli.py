@@ -1,7 +1,11 @@
 """The `agsm` command: a thin shell over the library.
 
 A user error (bad input, a full disk, a diverged run ...) prints one line, `agsm <command>: <message>`, and
-exits with status 2; `agsm --debug <command> ...` shows the traceback instead.
+exits with status 2; `--debug` anywhere on the line (`agsm --debug train ...`, `agsm train ... --debug`) shows the
+traceback instead.
+
+Importing this module stays light (no torch, no diffusers): `agsm --version` answers without building the parser,
+and every command imports what it needs when it runs.
 """
 from __future__ import annotations
 
@@ -32,8 +36,17 @@ def _train(args, extra):
     if any(arg == "--dtype" or arg.startswith("--dtype=") for arg in extra):
         raise ValueError("agsm train has no --dtype: its precision is the config's train.mixed_precision, e.g. "
                          "--train.mixed_precision bf16 (no = float32, bf16, fp16)")
+    from .data.errors import ImagesTooSmallError
+
     with accelerate_device(args.device):
-        train(load_config(config, extra), resume=resume, overwrite=args.overwrite)
+        try:
+            train(load_config(config, extra), resume=resume, overwrite=args.overwrite)
+        except ImagesTooSmallError as exc:  # name the --config or flag that set the size, and the flags that fix it
+            from .data.size_advice import explain
+            from .training.config import parse_overrides, read_config_file
+
+            file_options = read_config_file(config) if config is not None else {}
+            raise ValueError(explain(exc, config, file_options, parse_overrides(extra))) from None
 
 
 class _TrainHelp(argparse.Action):
@@ -47,6 +60,7 @@ class _TrainHelp(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from .training.config import option_help, shipped_configs
+        from .training.config_parsing import alias_help
 
         parser.epilog = (f"shipped configs (--config NAME): {', '.join(shipped_configs())}\n"
                          "config options override the --config file: --section.option value or --section.option=value")
@@ -57,6 +71,11 @@ class _TrainHelp(argparse.Action):
                 # headings (--method.temperature of agsm and of softrepa), which argparse refuses for options
                 group.add_argument(f"{section}:{flag}", metavar=f"{flag} {metavar}", nargs="?",
                                    help=text.replace("%", "%%"))
+        aliases = parser.add_argument_group(
+            "diffusers option names", "the training scripts' names of the common options, read as agsm's (also with "
+            "dashes: --learning-rate); giving both spellings of one option is an error")
+        for alias, target in alias_help():
+            aliases.add_argument(f"alias:{alias}", metavar=alias, nargs="?", help=f"= {target}")
         parser.print_help()
         parser.exit()
 
@@ -73,6 +92,7 @@ def _export(args, extra):
 def _sample(args, extra):
     from .backbones.variants import variant_from_args
     from .sample import read_prompts, sample
+    from .utils.counts import count
 
     if extra:
         raise ValueError(f"unknown arguments {extra}; see agsm sample -h")
@@ -80,8 +100,9 @@ def _sample(args, extra):
                    tokens=args.tokens, steps=args.steps, guidance=args.guidance, size=args.size,
                    uncond_tokens=args.uncond_tokens, device=args.device, dtype=args.dtype,
                    negative_prompt=args.negative_prompt, images_per_prompt=args.images_per_prompt,
-                   batch_size=args.batch_size, token_scale=args.token_scale, variant=variant_from_args(args))
-    print(f"wrote {len(paths)} images and run.json to {args.out}")
+                   batch_size=args.batch_size, token_scale=args.token_scale, variant=variant_from_args(args),
+                   overwrite=args.overwrite)
+    print(f"wrote {count(len(paths), 'image')} and run.json to {args.out}")
 
 
 def _eval_shapes(args, extra):
@@ -150,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--prompt", help="the prompt (or --prompts FILE)")
     smp.add_argument("--prompts", help="a text file, one prompt per line (or --prompt TEXT)")
     smp.add_argument("--negative-prompt", help="what the images should not show (the unconditional branch's text)")
-    smp.add_argument("--out", required=True, help="folder for the images (p<prompt>_i<image>.png) and run.json")
+    smp.add_argument("--out", required=True,
+                     help="folder for the images (p<prompt>_i<image>.png) and run.json; a folder holding another "
+                          "run's images is refused unless --overwrite")
+    smp.add_argument("--overwrite", action="store_true",
+                     help="delete the images (and run.json) already in --out before drawing")
     smp.add_argument("--images-per-prompt", type=int, default=1, help="images of each prompt (default 1)")
     smp.add_argument("--batch-size", type=int, default=4,
                      help="images per pipeline call (default 4); the images do not depend on it")
@@ -193,20 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     world = sub.add_parser("shapes", help="ShapesWorld tools")
     world_sub = world.add_subparsers(dest="tool", required=True)
     pre = world_sub.add_parser("pretrain", add_help=False,
-                               help="train a tiny base model: --arch sd15 (default) or sd3; options: -h")
+                               help="train a tiny base model: --arch sd15 (default), sd3 or sdxl; options: -h")
     pre.set_defaults(run=_shapes_pretrain)
     pre3 = world_sub.add_parser("pretrain-sd3", add_help=False, help="the same as `agsm shapes pretrain --arch sd3`")
     pre3.set_defaults(run=_shapes_pretrain)
     from .preference import shapes_pairs
 
     shapes_pairs.add_command(world_sub)
+    from .shapes import data_command
+
+    data_command.add_command(world_sub)
     return parser
 
 
+DEBUG_FLAG = "--debug"
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _asks_version(argv):  # before the parser: building it imports every command's modules (torch among them)
+        print(f"agsm {_version()}")
+        raise SystemExit(0)
+    # --debug is taken wherever it stands: after the subcommand argparse would hand it to the command (train's
+    # config overrides, a sub-tool's own parser), which knows nothing of it.
+    debug = DEBUG_FLAG in argv
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     from .errors import AgsmError
 
     args, extra = build_parser().parse_known_args(argv)
+    args.debug = args.debug or debug
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("accelerate", "diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -217,6 +257,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"agsm {_command_name(args)}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _asks_version(argv: list[str]) -> bool:
+    """`agsm --version` (possibly after other top-level flags such as --debug): --version before any command word."""
+    for arg in argv:
+        if arg == "--version":
+            return True
+        if not arg.startswith("-"):
+            return False  # a command word: what follows is that command's
+    return False
 
 
 def _version() -> str:

@@ -22,42 +22,29 @@ training saw. Loading under a name already in use replaces that adapter; both ev
 The scale (per adapter, kept when switching) interpolates every token-carrying attention layer's output between
 the stock layer and the trained one, as a LoRA scale does (agsm.tokens.injector): 0 gives images bit-identical to
 the stock pipeline, 1 exactly the trained behaviour, values in between lie between them, above 1 extrapolates.
-Over 300 lines: one concern (the user-facing token API: load, scale, adapters, unload, Hub ids) kept together.
+
+Shared denoisers. The adapters and their injection belong to the denoiser module (pipe.unet / pipe.transformer),
+not to the pipeline object (agsm.tokens.adapters keeps them there): the tokens go in through that module's
+processors and hooks, so every pipeline holding it draws with them, e.g. `StableDiffusionImg2ImgPipeline.from_pipe
+(pipe)`, a pipeline built with `components=pipe.components` or by hand from the same parts. Each of them lists,
+scales, switches and unloads the same adapters, and a load through any of them replaces an adapter of the same
+name and the one injection, never stacking a second. `uncond_tokens` follows the guidance of whichever of them is
+drawing (agsm.tokens.branches).
 """
 from __future__ import annotations
 
 import logging
 import math
 import types
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
+from dataclasses import dataclass
 
 from .backbones.unet import unet_architecture
+from .tokens.adapters import Adapter, DenoiserTokens, activate, forget, tokens_for, tokens_on
 from .tokens.token_file import check_compatible, locate_token_file, read_tokens, tokens_from_file
-from .tokens import NEGATIVE, POSITIVE, SoftTokens, TokenInjector, install_tokens
+from .tokens import TokenInjector
 
 log = logging.getLogger("agsm.pipelines")
 UNCOND_CHOICES = ("positive", "negative", "none")
-_ATTR = "_agsm_tokens"              # the active adapter's TokenInjector (editing/token_scope.py switches it off)
-_ADAPTERS = "_agsm_token_adapters"  # every loaded adapter: a _Loaded
-
-
-@dataclass
-class _Adapter:
-    source: str   # what the user passed: a path or a Hub repo id
-    path: Path    # the token file it resolved to
-    tokens: SoftTokens
-    meta: dict[str, str]
-    uncond_tokens: str
-    scale: float
-
-
-@dataclass
-class _Loaded:
-    adapters: dict[str, _Adapter] = field(default_factory=dict)
-    active: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,17 +125,18 @@ def load_soft_tokens(pipe, source, *, adapter_name: str = "default", scale: floa
     tokens = tokens_from_file(tensors, meta).to(model.device)
     _warn_if_other_backbone(pipe, meta, path)
 
-    loaded = getattr(pipe, _ADAPTERS, None) or _Loaded()
-    others = sorted(set(loaded.adapters) - {adapter_name})
-    if adapter_name in loaded.adapters:
-        log.info("soft tokens %r: replacing %s with %s", adapter_name, loaded.adapters[adapter_name].path, path)
+    # The same bookkeeping for every pipeline holding this denoiser (from_pipe, components=): a name loaded through
+    # any of them replaces that adapter, and its injection replaces the one installed, never adding a second.
+    state = tokens_for(model)
+    others = sorted(set(state.adapters) - {adapter_name})
+    if adapter_name in state.adapters:
+        log.info("soft tokens %r: replacing %s with %s", adapter_name, state.adapters[adapter_name].path, path)
     elif others:
         log.info("soft tokens %r loaded from %s and now active; %s stay loaded (set_soft_tokens_adapter(pipe, name) "
                  "switches back)", adapter_name, path, ", ".join(map(repr, others)))
-    loaded.adapters[adapter_name] = _Adapter(str(source), path, tokens, meta, uncond_tokens, scale)
-    setattr(pipe, _ADAPTERS, loaded)
-    _bind_methods(pipe)
-    return _activate(pipe, loaded, adapter_name)
+    state.adapters[adapter_name] = Adapter(str(source), path, tokens, meta, uncond_tokens, scale)
+    _touch(pipe, state)
+    return activate(model, state, adapter_name)
 
 
 def _warn_if_other_backbone(pipe, meta: dict[str, str], path) -> None:
@@ -176,12 +164,13 @@ def _warn_if_other_backbone(pipe, meta: dict[str, str], path) -> None:
 
 def set_soft_tokens_adapter(pipe, adapter_name: str | None) -> TokenInjector | None:
     """Make the loaded adapter `adapter_name` the active one (None: none, the stock pipeline, all kept loaded)."""
-    loaded = _loaded(pipe)
+    model, state = _loaded(pipe)
     if adapter_name is not None:
-        _adapter(loaded, adapter_name)
-    if adapter_name == loaded.active:
-        return getattr(pipe, _ATTR, None)
-    return _activate(pipe, loaded, adapter_name)
+        state.adapter(adapter_name)
+    _touch(pipe, state)
+    if adapter_name == state.active:
+        return state.injector
+    return activate(model, state, adapter_name)
 
 
 def set_soft_tokens_scale(pipe, scale: float, adapter_name: str | None = None) -> None:
@@ -189,88 +178,68 @@ def set_soft_tokens_scale(pipe, scale: float, adapter_name: str | None = None) -
     1 = as trained, in between = each token-carrying attention layer's output interpolated between the two,
     above 1 = extrapolated. An inactive adapter keeps its scale until it is activated."""
     scale = _checked_scale(scale)
-    loaded = _loaded(pipe)
-    name = adapter_name if adapter_name is not None else loaded.active
+    _, state = _loaded(pipe)
+    name = adapter_name if adapter_name is not None else state.active
     if name is None:
-        raise ValueError(f"no soft tokens are active (loaded: {_names(loaded)}); pass adapter_name=, or activate one "
+        raise ValueError(f"no soft tokens are active (loaded: {state.names()}); pass adapter_name=, or activate one "
                          "with set_soft_tokens_adapter(pipe, name)")
-    _adapter(loaded, name).scale = scale
-    if name == loaded.active:
-        getattr(pipe, _ATTR).scale = scale
+    state.adapter(name).scale = scale
+    _touch(pipe, state)
+    if name == state.active:
+        state.injector.scale = scale
 
 
 def unload_soft_tokens(pipe, adapter_name: str | None = None) -> bool:
     """Unload one adapter, or all of them (None), giving back the stock pipeline; returns whether any was loaded.
 
     Unloading the active adapter leaves the pipeline stock even when others stay loaded (it never switches to
-    another file by itself); `set_soft_tokens_adapter` activates one of them.
+    another file by itself); `set_soft_tokens_adapter` activates one of them. Every pipeline sharing the denoiser
+    sees the unload.
     """
-    loaded = getattr(pipe, _ADAPTERS, None)
+    model = denoiser_of(pipe)
+    state = tokens_on(model)
     if adapter_name is None:
-        if loaded is None:
+        if state is None:
             return False
-        _forget_all(pipe, loaded)
+        _forget_all(model, state)
         return True
-    if loaded is None:
+    if state is None:
         raise ValueError(f"no soft tokens named {adapter_name!r} are loaded (none are); nothing to unload")
-    _adapter(loaded, adapter_name)
-    if loaded.active == adapter_name:
-        _activate(pipe, loaded, None)
-    del loaded.adapters[adapter_name]
-    if not loaded.adapters:
-        _forget_all(pipe, loaded)
-    elif loaded.active is None:
+    state.adapter(adapter_name)
+    if state.active == adapter_name:
+        activate(model, state, None)
+    del state.adapters[adapter_name]
+    if not state.adapters:
+        _forget_all(model, state)
+    elif state.active is None:
         log.info("soft tokens %r unloaded; the pipeline runs without tokens, %s stay loaded "
-                 "(set_soft_tokens_adapter(pipe, name) activates one)", adapter_name, _names(loaded))
+                 "(set_soft_tokens_adapter(pipe, name) activates one)", adapter_name, state.names())
     return True
-
-
 
 
 def list_soft_tokens(pipe) -> dict[str, SoftTokenAdapter]:
     """The loaded adapters by name (empty when none), each with its file, scale and whether it is active."""
-    loaded = getattr(pipe, _ADAPTERS, None)
-    if loaded is None:
+    state = tokens_on(denoiser_of(pipe))
+    if state is None:
         return {}
-    return {name: SoftTokenAdapter(name, a.source, str(a.path), a.scale, a.uncond_tokens, name == loaded.active,
+    return {name: SoftTokenAdapter(name, a.source, str(a.path), a.scale, a.uncond_tokens, name == state.active,
                                    a.meta.get("method"), int(a.meta["step"]) if "step" in a.meta else None,
                                    a.meta.get("architecture"), a.tokens.total_tokens)
-            for name, a in loaded.adapters.items()}
+            for name, a in state.adapters.items()}
 
 
-def _activate(pipe, loaded: _Loaded, name: str | None) -> TokenInjector | None:
-    """Take the current injector out and install `name`'s (None: none); the adapters' placements may differ."""
-    current = getattr(pipe, _ATTR, None)
-    if current is not None:
-        current.remove()
-        delattr(pipe, _ATTR)
-    loaded.active = name
-    if name is None:
-        return None
-    adapter = loaded.adapters[name]
-    injector = install_tokens(denoiser_of(pipe), adapter.meta["family"], adapter.tokens, adapter.meta)
-    injector.scale = adapter.scale
-    if adapter.uncond_tokens == "negative":
-        injector.set_index_fn = lambda batch: _by_branch(pipe, batch, NEGATIVE, POSITIVE, torch.long)
-    elif adapter.uncond_tokens == "none":
-        injector.hidden_fn = lambda batch: _by_branch(pipe, batch, True, False, torch.bool)
-    injector.metadata = adapter.meta
-    setattr(pipe, _ATTR, injector)
-    return injector
+def active_injector(pipe) -> TokenInjector | None:
+    """The injector of the active adapter in `pipe`'s denoiser, None when none is active (editing/token_scope.py
+    switches it off for some predictions)."""
+    state = tokens_on(denoiser_of(pipe))
+    return state.injector if state is not None else None
 
 
-def _by_branch(pipe, batch: int, uncond_value, cond_value, dtype):
-    """Stock pipelines batch [unconditional, conditional] halves when guidance is on."""
-    if not getattr(pipe, "do_classifier_free_guidance", False):
-        return None
-    half = batch // 2
-    return torch.tensor([uncond_value] * half + [cond_value] * (batch - half), dtype=dtype)
-
-
-def _forget_all(pipe, loaded: _Loaded) -> None:
-    _activate(pipe, loaded, None)
-    delattr(pipe, _ADAPTERS)
-    _unbind_methods(pipe)
+def _forget_all(model, state: DenoiserTokens) -> None:
+    activate(model, state, None)
+    forget(model)
+    for pipe in state.bound_pipelines():
+        _unbind_methods(pipe)
 
 
 # Bound to the pipeline instance while tokens are loaded: pipe.set_soft_tokens_scale(0.5), pipe.unload_soft_tokens().
@@ -278,10 +247,14 @@ _METHODS = {"set_soft_tokens_scale": set_soft_tokens_scale, "set_soft_tokens_ada
             "unload_soft_tokens": unload_soft_tokens, "list_soft_tokens": list_soft_tokens}
 
 
-def _bind_methods(pipe) -> None:
+def _touch(pipe, state: DenoiserTokens) -> None:
+    """`pipe` is the one agsm was called with last (guidance flags come from it when no drawing pipeline is found,
+    agsm.tokens.branches) and gets the bound methods, removed from every such pipeline when the last adapter goes."""
+    state.remember(pipe)
     for name, function in _METHODS.items():
         if not hasattr(type(pipe), name):  # never shadow a method the pipeline class itself has
             setattr(pipe, name, types.MethodType(function, pipe))
+    state.note_bound(pipe)
 
 
 def _unbind_methods(pipe) -> None:
@@ -290,23 +263,13 @@ def _unbind_methods(pipe) -> None:
             delattr(pipe, name)
 
 
-def _loaded(pipe) -> _Loaded:
-    loaded = getattr(pipe, _ADAPTERS, None)
-    if loaded is None:
+def _loaded(pipe) -> tuple[object, DenoiserTokens]:
+    model = denoiser_of(pipe)
+    state = tokens_on(model)
+    if state is None:
         raise ValueError(f"no soft tokens are loaded into this {type(pipe).__name__}; load some with "
                          "load_soft_tokens(pipe, path_or_hub_id)")
-    return loaded
-
-
-def _adapter(loaded: _Loaded, name: str) -> _Adapter:
-    if name not in loaded.adapters:
-        raise ValueError(f"no soft tokens named {name!r} are loaded (loaded: {_names(loaded)}); load them with "
-                         f"load_soft_tokens(pipe, path, adapter_name={name!r})")
-    return loaded.adapters[name]
-
-
-def _names(loaded: _Loaded) -> str:
-    return ", ".join(map(repr, loaded.adapters)) or "none"
+    return model, state
 
 
 def _check_name(name) -> None:

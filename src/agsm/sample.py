@@ -6,6 +6,9 @@
 Image j of prompt p is drawn from seed + p * N + j (N = --images-per-prompt) with its own generator, so batching
 (--batch-size images per pipeline call) gives the same images as drawing them one by one, and any image can be
 redrawn alone. Files are named p<prompt index>_i<image index>.png; run.json records every setting and image.
+
+An --out folder that already holds images is refused: a second run with fewer prompts would leave the first run's
+extra images beside its own, which its run.json does not describe. --overwrite deletes them first.
 """
 from __future__ import annotations
 
@@ -55,6 +58,27 @@ def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:
     return prompts
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+RECORD_NAME = "run.json"
+
+
+def prepare_out_folder(out: Path, overwrite: bool) -> None:
+    """Make `out`; with images (or a run.json) of another run in it, refuse, or with `overwrite` delete those first.
+
+    Only the images and run.json are removed: anything else a user keeps there is left alone."""
+    old = [p for p in out.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.name == RECORD_NAME)] \
+        if out.is_dir() else []
+    if old and not overwrite:
+        from .utils.counts import count
+
+        images = sum(p.name != RECORD_NAME for p in old)
+        raise ValueError(f"--out {out} already holds {count(images, 'image')} of another run (and its {RECORD_NAME}); "
+                         "give another --out folder, or add --overwrite to delete them first")
+    for path in old:
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def image_file(prompt_index: int, image_index: int) -> str:
     """'p0003_i01.png': image 1 of prompt 3."""
     return f"p{prompt_index:04d}_i{image_index:02d}.png"
@@ -64,12 +88,13 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
            guidance: float | None = None, size: int | None = None, uncond_tokens: str = "positive",
            device: str = "auto", dtype: str | torch.dtype = "auto", negative_prompt: str | None = None,
            images_per_prompt: int = 1, batch_size: int = 4, show_progress: bool = True,
-           token_scale: float = 1.0, variant: BackboneVariant | None = None) -> list[Path]:
+           token_scale: float = 1.0, variant: BackboneVariant | None = None, overwrite: bool = False) -> list[Path]:
     """Draw `images_per_prompt` images of each prompt into out_dir and write run.json; returns the image paths.
 
     steps / guidance None: the model's recommended sampler, else its architecture's (agsm.backbones.sampler_defaults).
     token_scale: how strongly the tokens act, 0 (the base model) to 1 (as trained); see agsm.set_soft_tokens_scale.
     variant: another denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens.
+    overwrite: delete the images and run.json already in out_dir (else such a folder is refused, before loading).
     """
     for name, value in (("images-per-prompt", images_per_prompt), ("batch-size", batch_size)):
         if value < 1:
@@ -78,14 +103,16 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
         raise ValueError(f"--size {size} must be at least 8 pixels")
     if token_scale != 1.0 and not tokens:
         raise ValueError(f"--token-scale {token_scale} needs --tokens (without tokens the base model is drawn)")
+    out = Path(out_dir)
+    if out.is_dir() and not overwrite:
+        prepare_out_folder(out, overwrite=False)  # refuse before paying for the model load
     device, dtype = resolve_device_and_dtype(device, dtype)
     pipe = load_pipeline(model, device, dtype, variant)
     sampler = resolve_sampler_settings(pipe, steps, guidance)
     size = size or default_size(pipe)
     if tokens:
         load_soft_tokens(pipe, tokens, uncond_tokens=uncond_tokens, scale=token_scale)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_folder(out, overwrite)
     per = images_per_prompt
     jobs = [{"file": image_file(p, j), "prompt_index": p, "image_index": j, "prompt": prompt,
              "seed": seed + p * per + j} for p, prompt in enumerate(prompts) for j in range(per)]
@@ -103,6 +130,6 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
               "guidance": sampler.guidance, "sampler_source": sampler.source,
               "scheduler": type(pipe.scheduler).__name__, "size": size, "device": device, "dtype": dtype_name(dtype),
               "images": jobs}
-    write_json(out / "run.json", record)
+    write_json(out / RECORD_NAME, record)
     return [out / job["file"] for job in jobs]
 

@@ -12,7 +12,15 @@ images are never all in memory.
 
 A build writes into a temporary sibling folder, writes `index.json` last and renames the folder into
 place, so an interrupted build never leaves a folder that looks finished; the temporary folders of builds
-whose process died are removed at the next build. A finished folder whose index or shards no longer match
+whose process died are removed at the next build.
+
+Random flips (random_flip=True, data.random_flip): each image is also encoded mirrored, stored as a second latent
+row ("flipped") beside its own, and the training step picks one of the two per image. Mirroring the latent instead
+would be cheaper but is not the latent of the mirrored image: a VAE's encoder is not equivariant to flips in general
+(its convolutions and the latent channels' meaning are not mirror-symmetric), so the flipped image is encoded. The
+mirrored image is the preprocessed square flipped left-right, as a flip after the crop in diffusers' scripts. With
+random_flip and center_crop at their defaults the cache key, the shards and so the training run are exactly what
+they were before these options existed. A finished folder whose index or shards no longer match
 their recorded sizes and hashes (a damaged disk, a truncated copy) is rebuilt, with a warning.
 """
 from __future__ import annotations
@@ -36,25 +44,30 @@ from ..backbones.base import Encoder
 from .caption_length import long_captions, warn_long_captions
 from .dataset import EncodedDataset
 from .errors import DamagedCacheError, DataError
-from .images import TOO_SMALL, UNREADABLE, load_image
+from .images import TOO_SMALL, UNREADABLE, load_image, shorter_side
+from .size_advice import too_small_error
 from .shards import ShardWriter
 from .sources import Record, RecordSource
 
 log = logging.getLogger("agsm.data")
 
 FORMAT = 1  # bump when the folder layout changes, so old caches are not misread
-OWNER_FILE = ".builder.json"  # pid and host of the process building a temporary folder
+OWNER_FILE = ".builder.json"
+FLIPPED = "flipped"  # the shard key of the mirrored images' latents (random_flip)  # pid and host of the process building a temporary folder
 
 
 def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, resolution: int,
                         cache_root: str | Path, *,
                         batch_size: int = 16, shard_size: int = 1024, cache_text: bool = True,
                         min_size: int | None = None, dtype: torch.dtype = torch.float32,
-                        progress: bool = True) -> EncodedDataset:
+                        progress: bool = True, center_crop: bool = True,
+                        random_flip: bool = False) -> EncodedDataset:
     """The cached encoding of `records` at `resolution`, built on first use.
 
     Images whose shorter side is below `min_size` (default resolution // 2) or that cannot be decoded
     are skipped and counted in one log warning. With cache_text=False captions are encoded on demand.
+    center_crop False resizes whole images to the square (data/images.py); random_flip True also stores each
+    image's mirrored latents (see the module docstring).
     """
     if isinstance(records, list) and not records:
         raise DataError("no records to encode; read a dataset with read_imagefolder, read_coco or read_hf_dataset "
@@ -69,6 +82,9 @@ def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, 
     inputs = {"format": FORMAT, "encoder": encoder.fingerprint(), "resolution": resolution,
               "dtype": str(dtype).removeprefix("torch."), "cache_text": cache_text, "min_size": min_size,
               "content": content_hash(records)}
+    # Only when not at their defaults: a default cache keeps the key (and so the entry) it had before them.
+    inputs.update({k: v for k, v in (("center_crop", center_crop), ("random_flip", random_flip))
+                   if v != (k == "center_crop")})
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     cache_root = Path(cache_root)
     folder = cache_root / key
@@ -88,7 +104,7 @@ def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, 
     (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     try:
         index = _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size,
-                       progress, tmp)
+                       progress, tmp, center_crop, random_flip)
         index.update(key=key, inputs=inputs)
         warn_long_captions(index["long_captions"])
         # index.json is the completion mark: written last, and only inside the temporary folder.
@@ -155,19 +171,19 @@ def image_digest(image) -> str:
 
 
 def _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size, progress,
-           folder: Path) -> dict:
+           folder: Path, center_crop: bool = True, random_flip: bool = False) -> dict:
     """Write the shards into `folder`; returns the index (without key and inputs)."""
     latents = ShardWriter(folder, "latents", shard_size)
-    kept, skipped, seen = _encode_images(records, encoder, resolution, min_size, batch_size, dtype, latents,
-                                         progress)
+    kept, skipped, seen, small_sides = _encode_images(records, encoder, resolution, min_size, batch_size, dtype,
+                                                      latents, progress, center_crop, random_flip)
     shard_list = latents.close()
     _warn_skipped(skipped, seen, min_size)
     if not seen:
         raise DataError("the dataset yielded no records; check its split, or data.max_images")
     if not kept:
-        raise DataError(f"none of the {seen} images could be used ({len(skipped[UNREADABLE])} "
-                        f"unreadable, {len(skipped[TOO_SMALL])} smaller than {min_size} px on the shorter "
-                        "side); check the image files or lower min_size")
+        if skipped[TOO_SMALL]:
+            raise too_small_error(seen, len(skipped[UNREADABLE]), small_sides, min_size, resolution)
+        raise DataError(f"none of the {seen} images could be used (all {seen} unreadable); check the image files")
 
     captions, image_captions = [], []
     for _, image_caps in kept:  # caption ids of an image are contiguous, in record order
@@ -183,12 +199,15 @@ def _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size
             "latent_shards": shard_list, "text_shards": text_shards, "long_captions": long}
 
 
-def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, writer: ShardWriter, progress):
+def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, writer: ShardWriter, progress,
+                   center_crop: bool = True, random_flip: bool = False):
     """Decode in threads (PIL releases the GIL) one batch ahead of the encoder, reading the records once.
 
-    Returns (kept, skipped, seen): (name, captions) of each encoded image in order, the names of skipped images
-    by reason, and how many records were read. Only the current and the next batch's images are held."""
+    Returns (kept, skipped, seen, small_sides): (name, captions) of each encoded image in order, the names of
+    skipped images by reason, how many records were read, and the shorter sides of the too-small images (for the
+    error that says which size would fit). Only the current and the next batch's images are held."""
     kept: list[tuple[Path, tuple[str, ...]]] = []
+    small_sides: list[int] = []
     skipped: dict[str, list[Path]] = {UNREADABLE: [], TOO_SMALL: []}
     seen = 0
     device = getattr(encoder, "device", None)
@@ -197,8 +216,8 @@ def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, wr
     total = len(records) if isinstance(records, list) else getattr(records, "size", None)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
             progress_bar(total=total, desc="encoding images", unit="img", disable=not progress) as bar:
-        submit = lambda batch: [pool.submit(load_image, r.image_source, resolution, min_size)  # noqa: E731
-                                for r in batch]
+        submit = lambda batch: [pool.submit(load_image, r.image_source, resolution, min_size,  # noqa: E731
+                                            center_crop) for r in batch]
         batch = next_batch()
         pending = submit(batch)
         while batch:
@@ -210,6 +229,8 @@ def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, wr
             for record, x in zip(batch, loaded):
                 if isinstance(x, str):
                     skipped[x].append(record.path)
+                    if x == TOO_SMALL:
+                        small_sides.append(shorter_side(record.image_source))
                 else:
                     pixels.append(x)
                     kept.append((record.path, record.captions))
@@ -220,10 +241,15 @@ def _encode_images(records, encoder, resolution, min_size, batch_size, dtype, wr
                 if z.shape[0] != len(pixels):
                     raise RuntimeError(f"encoder.encode_images returned {z.shape[0]} latents for {len(pixels)} "
                                     "images; it must return one latent per image")
-                writer.add({"latents": z.to("cpu", dtype)})
+                rows = {"latents": z.to("cpu", dtype)}
+                if random_flip:  # a call of its own: the unflipped latents stay those of a cache without flips
+                    with torch.no_grad():
+                        flipped = encoder.encode_images((x if device is None else x.to(device)).flip(-1))
+                    rows[FLIPPED] = flipped.to("cpu", dtype)
+                writer.add(rows)
             bar.update(len(batch))
             batch = upcoming
-    return kept, skipped, seen
+    return kept, skipped, seen, small_sides
 
 
 def _encode_text(captions, encoder, batch_size, shard_size, dtype, folder: Path, progress) -> list[dict]:

@@ -69,9 +69,22 @@ class EncodedDataset:
         """[C, h, w] of one image's latents."""
         return tuple(self.index["latent_shape"])
 
-    def latents(self, image_ids: torch.Tensor) -> torch.Tensor:
-        """latents [len(image_ids), C, h, w] on the CPU, in the cache's dtype."""
-        return self._latents.gather(image_ids)["latents"]
+    @property
+    def has_flipped(self) -> bool:
+        """Whether the cache also holds each image's mirrored latents (built with random_flip)."""
+        return "flipped" in self._latents.keys
+
+    def latents(self, image_ids: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        """latents [len(image_ids), C, h, w] on the CPU, in the cache's dtype; `flip` (bool per image): those
+        images' mirrored latents instead, from a cache built with random_flip."""
+        rows = self._latents.gather(image_ids)
+        if flip is None:
+            return rows["latents"]
+        if not self.has_flipped:
+            raise DataError(f"the cache {self.folder} holds no mirrored latents; build it with random_flip=True "
+                            "(data.random_flip true) to draw flips")
+        mask = torch.as_tensor(flip, dtype=torch.bool).reshape(-1, *[1] * (rows["latents"].dim() - 1))
+        return torch.where(mask, rows["flipped"], rows["latents"])
 
     def caption_ids_of(self, image_id: int) -> list[int]:
         return self.index["image_captions"][int(image_id)]

@@ -67,7 +67,9 @@ def read_imagefolder(root: str | Path) -> list[Record]:
     root = Path(root)
     meta = root / "metadata.jsonl"
     if not meta.is_file():
-        raise DataError(f"no metadata.jsonl in {root}; write one JSON line per image, e.g. {_EXAMPLE_LINE}")
+        raise DataError(f"no metadata.jsonl in {root}; write one JSON line per image, e.g. {_EXAMPLE_LINE} "
+                        "(`agsm shapes data --out DIR` writes a ShapesWorld one); for COCO images pass "
+                        "--data.captions <captions json>, for a Hugging Face dataset --data.format hf")
     captions_of: dict[str, list[str]] = {}  # insertion-ordered: records come out in file order
     with meta.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):

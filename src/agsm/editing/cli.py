@@ -92,7 +92,10 @@ def add_commands(subparsers) -> None:
     """Register `agsm edit` on the top-level sub-command parsers."""
     from ..cli_options import add_device_options, add_model_options
 
-    p = subparsers.add_parser("edit", help="edit an image towards a target prompt (FlowEdit / DDIM inversion)")
+    from .registry import EDITORS
+
+    # Every registered editor, so the top-level help stays complete as editors are added.
+    p = subparsers.add_parser("edit", help=f"edit an image towards a target prompt ({', '.join(EDITORS)})")
     add_model_options(p)
     p.add_argument("--image", required=True, help="the image to edit (PNG or JPEG)")
     p.add_argument("--source-prompt", required=True, help="what the image shows")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..pipelines import _ATTR
+from ..pipelines import active_injector
 
 # Which of an editor's predictions see installed tokens: all of them; only the target trajectory's; or only
 # the conditional (prompted) branches of both, the unconditional ones stock (SD3's `--uncond-tokens none`,
@@ -25,7 +25,7 @@ def check_tokens_on(method: str, value: str) -> None:
 @contextlib.contextmanager
 def tokens_off(pipe, off: bool = True):
     """Within the block the denoiser runs without the installed tokens (a no-op when none are installed)."""
-    injector = getattr(pipe, _ATTR, None)
+    injector = active_injector(pipe)
     if injector is None or not off:
         yield
         return

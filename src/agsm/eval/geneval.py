@@ -117,5 +117,7 @@ def _run(args, extra) -> None:
     if extra:
         raise ValueError(f"agsm eval geneval-export: unknown arguments {extra}")
     counts = export_geneval(**geneval_keywords(args))
-    print(f"{counts['prompts']} prompts x {args.images_per_prompt} images in {args.out} "
+    from ..utils.counts import count
+
+    print(f"{count(counts['prompts'], 'prompt')} x {count(args.images_per_prompt, 'image')} in {args.out} "
           f"({counts['drawn']} drawn now); score them with GenEval's evaluation/evaluate_images.py")

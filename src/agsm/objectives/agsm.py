@@ -44,7 +44,8 @@ class AgsmOptions(TokenMethodOptions):
         check(self.ema_step > 0, f"method.ema_step {self.ema_step} must be > 0")
         check(self.reward_space in ("target", "velocity"),
               f"method.reward_space {self.reward_space!r} is not one of 'target', 'velocity'")
-        check(self.gamma_pos >= 0 and self.gamma_neg >= 0, "method.gamma_pos and gamma_neg must be >= 0")
+        check(self.gamma_pos >= 0, f"method.gamma_pos {self.gamma_pos} must be >= 0")
+        check(self.gamma_neg >= 0, f"method.gamma_neg {self.gamma_neg} must be >= 0 (0: the positive-only ablation)")
 
 
 def agsm_token_sets(options: AgsmOptions) -> int:

@@ -24,6 +24,8 @@ class SoftrepaOptions(TokenMethodOptions):
     def __post_init__(self):
         super().__post_init__()
         check(self.temperature > 0, f"method.temperature {self.temperature} must be > 0")
+        check(self.scale > 0, f"method.scale {self.scale} must be > 0 (a negative scale rewards the wrong caption)")
+        check(self.diagonal_weight >= 0, f"method.diagonal_weight {self.diagonal_weight} must be >= 0")
 
 
 def softrepa_loss(err: torch.Tensor, pos_index: torch.Tensor, temperature: float = 0.07, scale: float = 4.0,

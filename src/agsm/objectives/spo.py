@@ -59,6 +59,10 @@ class SpoOptions(MethodOptions):
     def __post_init__(self):
         super().__post_init__()
         check(self.beta > 0, f"method.beta {self.beta} must be > 0")
+        check(self.steps >= 1, f"method.steps {self.steps} must be >= 1")
+        check(self.guidance >= 0, f"method.guidance {self.guidance} must be >= 0")
+        # softmax([s_best, s_worst]) differ by less than 1: a threshold of 1 or more would never form a pair
+        check(0 <= self.threshold < 1, f"method.threshold {self.threshold} must be in [0, 1)")
         check(self.eta > 0, f"method.eta {self.eta} must be > 0 (SPO needs stochastic steps)")
         check(self.candidates >= 2, f"method.candidates {self.candidates} must be >= 2")
         check(0 <= self.divert_start < self.steps,

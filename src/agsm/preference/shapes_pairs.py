@@ -103,5 +103,7 @@ def _run(args, extra) -> None:
     pipe = load_pipeline(args.model, args.device, args.dtype, variant_from_args(args))
     summary = make_pairs(pipe, args.out, args.prompts, args.candidates, args.seed, args.steps, args.guidance,
                          args.batch_size)
-    print(f"wrote {summary['pairs']} pairs of {args.prompts} prompts to {args.out} (ties dropped: "
+    from ..utils.counts import count
+
+    print(f"wrote {count(summary['pairs'], 'pair')} of {count(args.prompts, 'prompt')} to {args.out} (ties dropped: "
           f"{summary['ties']['all_correct']} all correct, {summary['ties']['all_wrong']} all wrong)")

@@ -127,7 +127,7 @@ def add_report_command(subparsers) -> None:
     p = subparsers.add_parser("report", help="side-by-side markdown + HTML of results.json files "
                                              "(COCO, ShapesWorld, PIE-Bench), best per row marked")
     p.add_argument("results", nargs="+", help="results.json files, one column each")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for report.md and report.html (made if missing)")
     p.add_argument("--labels", nargs="+", help="column names, one per file (default: each file's label or folder)")
     p.set_defaults(run=_run)
 

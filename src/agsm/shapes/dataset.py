@@ -4,6 +4,9 @@
     write_training_set("runs/shapes-train", n=5000, seed=0)
     # -> runs/shapes-train/000000.png ... and metadata.jsonl lines {"file_name", "text", "category"}
 
+`agsm shapes data --n 2000 --out data/shapes` is the same from the command line (write_training_folder: it also
+refuses to write into a folder that holds anything else); `agsm train --data.path data/shapes` reads the result.
+
 Categories are taken in turn. By default the suite's held-out compositions (position and
 color_attr, see suite.py) are excluded, so evaluation on them measures generalisation.
 """
@@ -11,6 +14,7 @@ color_attr, see suite.py) are excluded, so evaluation on them measures generalis
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .render import render
@@ -47,3 +51,26 @@ def write_training_set(
             render(smp.scene).save(out / name)
             meta.write(json.dumps({"file_name": name, "text": smp.prompt, "category": smp.category}) + "\n")
     return out
+
+
+# What write_training_set puts in a folder: the only files write_training_folder may replace.
+_SET_FILE = re.compile(r"\d{6}\.png|metadata\.jsonl")
+
+
+def write_training_folder(out_dir: str | Path, n: int, seed: int, **options) -> Path:
+    """write_training_set into a new or empty folder, or over an earlier training set (its files are replaced, so a
+    smaller n leaves no stale images behind); a folder holding anything else is refused, never overwritten."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give a new or empty folder for the training set")
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present:
+        foreign = [name for name in present if not _SET_FILE.fullmatch(name)]
+        if foreign or "metadata.jsonl" not in present:
+            shown = ", ".join((foreign or present)[:3]) + (", ..." if len(foreign or present) > 3 else "")
+            raise ValueError(f"{out} is not empty and is not a ShapesWorld training set (it holds {shown}); give a "
+                             "new or empty folder, or one an earlier `agsm shapes data` wrote (its images and "
+                             "metadata.jsonl are then replaced)")
+        for name in present:
+            (out / name).unlink()
+    return write_training_set(out, n, seed, **options)

@@ -1,5 +1,6 @@
 """Soft tokens and their one home of injection: `SoftTokens` (the learned vectors) and an injector per
-denoiser family (UNet cross-attention processors; MM-DiT block hooks)."""
+denoiser family (UNet cross-attention processors; MM-DiT block hooks). The loaded adapters of a pipeline's denoiser
+are kept on that module (adapters.py), and options per guidance branch read the drawing pipeline (branches.py)."""
 from .injector import CallState, TokenInjector, TokenProcessor
 from .mmdit import MMDiTTokenInjector
 from .soft_tokens import NEGATIVE, POSITIVE, SoftTokens

@@ -16,6 +16,8 @@ inconsistent or changed after writing is refused on load.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from ..utils import atomic_files
+from ..utils.counts import count
 from .checks import check_token_file, digest
 from . import SoftTokens
 
@@ -60,8 +63,64 @@ def resolve_token_path(path: str | Path) -> Path:
     if path.is_dir():
         path = path / FILE_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no soft token file at {path}; pass a {FILE_NAME} file or the folder holding it")
+        # the usual miss is a run or one of its checkpoints, whose tokens `agsm export` writes: say so, with the command
+        hint = _run_folder_hint(path.parent if path.suffix == ".safetensors" else path)
+        raise FileNotFoundError(hint or f"no soft token file at {path}; pass a {FILE_NAME} file or the folder "
+                                "holding it")
     return path
+
+
+# What marks a training checkpoint and a run folder. tokens/ may not import training/ (tests/test_import_direction.py),
+# so these restate training/checkpoint_files.py's STATE, training/checkpoint.py's checkpoint-N names and
+# training/run_folder.py's CONFIG_NAME; tests/test_token_errors.py checks they still agree.
+CHECKPOINT_STATE, RUN_CONFIG, CHECKPOINTS = "train_state.json", "config.yaml", "checkpoints"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def _export_command(run: Path, checkpoint: str) -> str:
+    """The `agsm export` line (agsm/cli.py: --run, --checkpoint, --out) that writes `checkpoint`'s tokens, and where
+    they land; quoted for a shell, so it can be pasted as is."""
+    out = shlex.quote(str(run / f"export-{checkpoint}"))
+    return f"`agsm export --run {shlex.quote(str(run))} --checkpoint {checkpoint} --out {out}`, then pass {out}"
+
+
+def _latest_checkpoint(run: Path) -> str | None:
+    """The name of the run's newest checkpoint (checkpoint-N with the largest N), None before the first."""
+    folder = run / CHECKPOINTS
+    steps = [int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else ())
+             if p.is_dir() and (m := _CHECKPOINT_NAME.fullmatch(p.name))]
+    return f"checkpoint-{max(steps)}" if steps else None
+
+
+def _run_folder_hint(folder: Path) -> str | None:
+    """Why `folder` (a checkpoint, or a run without its token file) holds no token file, and the `agsm export`
+    command that writes one; None for any other folder."""
+    if (folder / CHECKPOINT_STATE).is_file():
+        what = f"{folder} is a training checkpoint (it holds {CHECKPOINT_STATE}), not a soft token file"
+        if folder.parent.name == CHECKPOINTS and _CHECKPOINT_NAME.fullmatch(folder.name):
+            return f"{what}; write its tokens with {_export_command(folder.parent.parent, folder.name)}"
+        return (f"{what}, and it sits outside a run folder: put it back as <run>/checkpoints/checkpoint-N, then "
+                "write its tokens with `agsm export --run <run> --checkpoint checkpoint-N --out <folder>`")
+    if (folder / CHECKPOINTS).is_dir() or (folder / RUN_CONFIG).is_file():
+        what = f"{folder} is a run folder without {FILE_NAME} (a run writes it when its training finishes)"
+        latest = _latest_checkpoint(folder)
+        if latest is None:
+            return (f"{what}, and it has no checkpoint yet: train it until it writes one (train.checkpoint_every) or "
+                    "finishes, then export it")
+        return f"{what}; write the tokens of its latest checkpoint with {_export_command(folder, latest)}"
+    return None
+
+
+def _not_a_token_file(path: Path, meta: dict, names: list[str]) -> str:
+    """One line for a safetensors file that is not a token file (a UNet's weights, a checkpoint's state ...): the
+    file, the first few of its tensors (a UNet has hundreds) and what a token file holds."""
+    shown = ", ".join(sorted(names)[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+    version = meta.get("format_version")
+    hint = _run_folder_hint(path.parent) if (path.parent / CHECKPOINT_STATE).is_file() else None
+    return (f"{path} is not an agsm soft token file: it holds {count(len(names), 'tensor')} ({shown or 'none'}) and "
+            + (f"format_version {version!r}" if version is not None else "no format_version")
+            + f", where a token file holds psi_pos and time_table (and psi_neg when trained) with format_version "
+            f"{FORMAT_VERSION!r}; " + (hint or f"pass the {FILE_NAME} that `agsm train` or `agsm export` writes"))
 
 
 def locate_token_file(source: str | Path, subfolder: str | None = None, weight_name: str | None = None,
@@ -83,6 +142,11 @@ def locate_token_file(source: str | Path, subfolder: str | None = None, weight_n
             raise ValueError(f"subfolder={subfolder!r} and weight_name={weight_name!r} choose a file in a folder or a "
                              f"Hub repo, but {source} is a file already; pass its folder, or drop them")
         return resolve_token_path(local)
+    # a missing file in a run or checkpoint folder (run/soft_tokens.safetensors before the run finished) is local:
+    # say what the folder is before trying the Hub with it
+    hint = _run_folder_hint(local.parent) if local.suffix == ".safetensors" else None
+    if hint:
+        raise FileNotFoundError(hint)
     repo_id = str(source)
     try:
         validate_repo_id(repo_id)
@@ -107,12 +171,15 @@ def read_tokens(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = list(f.keys())
+            # a foreign file (a whole UNet's weights) is recognised from its header, before its tensors are read
+            ours = meta.get("format_version") == FORMAT_VERSION and "psi_pos" in names
+            tensors = {k: f.get_tensor(k) for k in names} if ours else {}
     except Exception as exc:  # safetensors raises several types for a damaged or foreign file
-        raise ValueError(f"{path} is not a readable safetensors file ({exc})") from exc
-    if meta.get("format_version") != FORMAT_VERSION or "psi_pos" not in tensors:
-        raise ValueError(f"{path} is not an agsm soft token file (format_version {meta.get('format_version')!r}, "
-                         f"tensors {sorted(tensors)}); train one with `agsm train`")
+        raise ValueError(f"{path} is not a readable safetensors file ({exc}); a soft token file is the "
+                         f"{FILE_NAME} that `agsm train` or `agsm export` writes") from exc
+    if not ours:
+        raise ValueError(_not_a_token_file(path, meta, names))
     check_token_file(tensors, meta, path)
     return tensors, meta
 

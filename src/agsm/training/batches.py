@@ -52,7 +52,12 @@ def load_records(config: Config):
                                max_images=data.max_images)
     if data.format == "coco":
         if not data.captions:
-            raise ValueError("data.format coco needs data.captions, the captions json (captions_train2017.json)")
+            from ..data.formats import is_imagefolder
+
+            folder = (f"; data.path {data.path} is an image folder (it holds metadata.jsonl): set --data.format "
+                      "imagefolder or leave data.format out") if is_imagefolder(data.path) else ""
+            raise ValueError("data.format coco needs data.captions, the captions json (captions_train2017.json)"
+                             + folder)
         return read_coco(data.path, data.captions)[:data.max_images]
     return read_imagefolder(data.path)[:data.max_images]
 
@@ -91,7 +96,10 @@ def build_batch(dataset, ids, generator, accelerator, config: Config, device, en
     With method.hard_negatives > 0, `encoder` (the backbone) encodes each image's perturbed captions, which
     join the caption pool and replace that share of the image's in-batch negatives.
     """
-    x0 = dataset.latents(ids).to(device)
+    # data.random_flip: one draw per image from the step's generator, so a resumed run flips what the
+    # uninterrupted one did; without it the generator is not touched here and the run is what it always was.
+    flip = torch.rand(len(ids), generator=generator) < 0.5 if config.data.random_flip else None
+    x0 = dataset.latents(ids, flip).to(device)
     caption_ids = dataset.draw_captions(ids, generator)
     cond: TextCond = dataset.text(caption_ids).to(device)
     offset = 0

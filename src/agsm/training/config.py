@@ -15,12 +15,17 @@ import yaml
 
 from ..objectives import AgsmOptions, MethodOptions
 from .config_parsing import (RENAMED_OPTIONS, SHIPPED_CONFIGS, _apply_renames, merge_overrides, method_options,
-                             option_help, parse_overrides, read_config_file, resolve_config, shipped_configs)
+                             option_help, parse_overrides, read_config_file, resolve_config, shipped_configs,
+                             unknown_options_hint, unknown_sections_hint)
 from .config_types import coerce_section
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TokenConfig", "TuneConfig", "TrainConfig", "from_dict",
            "load_config", "option_help", "parse_overrides", "shipped_configs", "resolve_config", "SHIPPED_CONFIGS",
            "RENAMED_OPTIONS"]
+
+
+LR_SCHEDULERS = ("constant", "cosine", "cosine_with_restarts", "linear")  # training/lr_schedules.py
+MAX_SEED = 2**32 - 1
 
 
 def _check(condition: bool, message: str) -> None:
@@ -58,8 +63,8 @@ class ModelConfig:
                f"model.lora_scale {self.lora_scale} needs model.lora (a LoRA to scale)")
         _check(self.timestep_sampling in ("uniform", "logit_normal"),
                f"model.timestep_sampling {self.timestep_sampling!r} is not one of 'uniform', 'logit_normal'")
-        _check(self.timestep_shift > 0 and self.logit_std > 0,
-               f"model.timestep_shift {self.timestep_shift} and model.logit_std {self.logit_std} must be > 0")
+        _check(self.timestep_shift > 0, f"model.timestep_shift {self.timestep_shift} must be > 0 (1 = no shift)")
+        _check(self.logit_std > 0, f"model.logit_std {self.logit_std} must be > 0")
 
     def flow_options(self) -> dict:
         return {"timestep_sampling": self.timestep_sampling, "timestep_shift": self.timestep_shift,
@@ -89,6 +94,13 @@ class DataConfig:
         "help": "false: encode captions every step (for caption sets too big to cache)"})
     min_size: int | None = field(default=None, metadata={
         "help": "images with a shorter side below this are skipped; null: resolution // 2"})
+    # Preprocessing before the VAE (data/images.py); both are part of the cache key when not at their default.
+    center_crop: bool = field(default=True, metadata={
+        "help": "true: resize the shorter side to the resolution and cut the centre square (what is outside it is "
+                "never seen); false: resize the whole image to a square, distorting its aspect ratio"})
+    random_flip: bool = field(default=False, metadata={
+        "help": "mirror each image left-right with chance 1/2 at every step (the draw is the step's, so a resume "
+                "stays exact); the cache then holds the latents of both orientations, encoding each image twice"})
     # Hugging Face datasets (data.format hf; docs/data.md): data.path is a save_to_disk folder, a folder, file or
     # glob load_dataset reads, or a hub dataset id.
     hf_builder: str = field(default="", metadata={
@@ -121,11 +133,16 @@ class DataConfig:
                f"data.format {self.format!r} is not one of 'imagefolder', 'coco', 'hf', 'pairs'")
         _check(self.max_images is None or self.max_images >= 1,
                f"data.max_images {self.max_images} must be >= 1 (or null for all images)")
+        _check(self.min_size is None or self.min_size >= 0,
+               f"data.min_size {self.min_size} must be >= 0 (0 keeps every image; null: resolution // 2)")
         _check(self.format in ("hf", "pairs") or not (self.streaming or self.hf_builder),
                f"data.streaming and data.hf_builder apply to Hugging Face datasets; set data.format hf "
                f"(data.format is {self.format!r})")
         _check(bool(self.split and self.image_column and self.caption_column),
                "data.split, data.image_column and data.caption_column must not be empty")
+        _check(not (self.format == "pairs" and (self.random_flip or not self.center_crop)),
+               "data.random_flip and data.center_crop apply to images with captions; preference pairs (data.format "
+               "pairs) are always centre-cropped and never flipped: leave both at their defaults")
 
 
 @dataclass
@@ -156,6 +173,8 @@ class TokenConfig:
         _check(self.time_table in ("shared", "per_block"),
                f"tokens.time_table {self.time_table!r} is not one of 'shared', 'per_block'")
         _check(self.time_init_std >= 0, f"tokens.time_init_std {self.time_init_std} must be >= 0")
+        _check(self.init_std >= 0, f"tokens.init_std {self.init_std} must be >= 0")
+        _check(self.num_buckets >= 1, f"tokens.num_buckets {self.num_buckets} must be >= 1")
 
 
 @dataclass
@@ -192,7 +211,14 @@ class TrainConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     restart_every: int = field(default=1000, metadata={
         "help": "cosine schedule with warm restarts: iterations per cycle"})
-    min_lr: float = field(default=0.0, metadata={"help": "the cosine schedule's floor"})
+    min_lr: float = field(default=0.0, metadata={
+        "help": "the schedule's floor (cosine, cosine_with_restarts, linear); constant ignores it"})
+    lr_scheduler: str = field(default="cosine_with_restarts", metadata={
+        "help": "how the learning rate moves (training/lr_schedules.py): constant | cosine (lr to min_lr once "
+                "over the run) | cosine_with_restarts (lr to min_lr every restart_every steps) | linear (lr to "
+                "min_lr in a straight line over the run)"})
+    lr_warmup_steps: int = field(default=0, metadata={
+        "help": "steps over which the learning rate first rises linearly to lr; the schedule follows them"})
     mixed_precision: str = field(default="no", metadata={
         "help": "no | bf16 | fp16: the frozen backbone's weights and autocast (fp16 adds loss scaling)"})
     gradient_checkpointing: bool = field(default=False, metadata={
@@ -230,6 +256,9 @@ class TrainConfig:
         "help": "prompts drawn with the current tokens every validation_every steps and at the end (and once at "
                 "step 0 without tokens) into <output_dir>/validation/step-N/<i>.png; empty: no validation"})
     validation_every: int = field(default=500, metadata={"help": "steps between validation images"})
+    num_validation_images: int = field(default=1, metadata={
+        "help": "images of each validation prompt per round; image k of a round (prompt k // n) has seed "
+                "validation_seed + k"})
     validation_seed: int = field(default=0, metadata={
         "help": "validation image i is drawn from seed validation_seed + i"})
     validation_steps: int | None = field(default=None, metadata={
@@ -243,9 +272,30 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
+        # Checked here, before any model loads: a bad rate otherwise surfaces in the optimiser's own words.
+        _check(self.lr > 0, f"train.lr {self.lr} must be > 0 (the soft-token configs use 1e-3)")
+        _check(self.weight_decay >= 0, f"train.weight_decay {self.weight_decay} must be >= 0")
+        _check(self.min_lr >= 0, f"train.min_lr {self.min_lr} must be >= 0 (the floor the schedule decays towards)")
+        # above lr the decaying schedules would climb instead; the constant schedule never reads it
+        _check(self.min_lr <= self.lr or self.lr_scheduler == "constant", f"train.min_lr {self.min_lr} must be in "
+               f"[0, train.lr {self.lr}]: it is the floor the schedule decays towards")
+        _check(self.log_every >= 1, f"train.log_every {self.log_every} must be >= 1")
+        # a 32-bit seed, as diffusers' scripts take: torch.Generator.manual_seed refuses what passes 64 bits once the
+        # step's seed (training/batches.py step_generator: seed * 1_000_003 + ...) is formed from it
+        _check(0 <= self.seed <= MAX_SEED, f"train.seed {self.seed} must be in [0, {MAX_SEED}]")
+        _check(0 <= self.validation_seed <= MAX_SEED,
+               f"train.validation_seed {self.validation_seed} must be in [0, {MAX_SEED}]")
+        _check(self.validation_guidance is None or self.validation_guidance >= 0,
+               f"train.validation_guidance {self.validation_guidance} must be >= 0 (or null for the model's "
+               "sampler)")
         _check(self.report_to in ("tensorboard", "wandb", "all", "none"),
                f"train.report_to {self.report_to!r} is not one of 'tensorboard', 'wandb', 'all', 'none'")
         _check(self.validation_every >= 1, f"train.validation_every {self.validation_every} must be >= 1")
+        _check(self.num_validation_images >= 1,
+               f"train.num_validation_images {self.num_validation_images} must be >= 1")
+        _check(self.lr_scheduler in LR_SCHEDULERS,
+               f"train.lr_scheduler {self.lr_scheduler!r} is not one of {', '.join(map(repr, LR_SCHEDULERS))}")
+        _check(self.lr_warmup_steps >= 0, f"train.lr_warmup_steps {self.lr_warmup_steps} must be >= 0 (0: none)")
         _check(self.validation_steps is None or self.validation_steps >= 1,
                f"train.validation_steps {self.validation_steps} must be >= 1 (or null for the model's sampler)")
         _check(all(p.strip() for p in self.validation_prompts),
@@ -256,8 +306,8 @@ class TrainConfig:
                f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
         _check(self.attention_precision in ("auto", "native", "fp32"),
                f"train.attention_precision {self.attention_precision!r} is not one of 'auto', 'native', 'fp32'")
-        _check(self.checkpoint_every >= 1 and self.restart_every >= 1,
-               "train.checkpoint_every and restart_every must be >= 1")
+        _check(self.checkpoint_every >= 1, f"train.checkpoint_every {self.checkpoint_every} must be >= 1")
+        _check(self.restart_every >= 1, f"train.restart_every {self.restart_every} must be >= 1")
         _check(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
                f"train.checkpoints_total_limit {self.checkpoints_total_limit} must be >= 1 (or null to keep all)")
         _check(self.max_bad_steps >= 0, f"train.max_bad_steps {self.max_bad_steps} must be >= 0")
@@ -299,14 +349,16 @@ def from_dict(raw: dict) -> Config:
            f"{type(raw).__name__} {raw!r}")
     sections = _section_types()
     unknown = sorted(set(raw) - set(sections) - {"method"})
-    _check(not unknown, f"unknown config sections {unknown}; valid: {sorted([*sections, 'method'])}")
+    _check(not unknown, f"{unknown_sections_hint(unknown, [*sections, 'method'], raw)}unknown config sections "
+           f"{unknown}; valid: {sorted([*sections, 'method'])}")
     raw = _apply_renames(raw)
     built = {}
     for name, cls in sections.items():
         values = coerce_section(name, cls, raw.get(name))
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - valid)
-        _check(not bad, f"unknown options {[f'{name}.{b}' for b in bad]}; valid {name} options: {sorted(valid)}")
+        _check(not bad, f"{unknown_options_hint(name, bad, valid)}unknown options {[f'{name}.{b}' for b in bad]}; "
+               f"valid {name} options: {sorted(valid)}")
         built[name] = cls(**values)
     built["method"] = method_options(raw.get("method"))
     return Config(**built)
@@ -314,5 +366,7 @@ def from_dict(raw: dict) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """The config of a YAML file (or a shipped config's name, e.g. 'sd15'), then the overrides on top."""
+    from ..data.formats import infer_data_format  # data.format left out: it follows data.path / data.captions
+
     raw = read_config_file(path) if path is not None else {}
-    return from_dict(merge_overrides(raw, overrides))
+    return from_dict(infer_data_format(merge_overrides(raw, overrides)))

@@ -1,10 +1,12 @@
 """Reading a run's configuration: YAML files (shipped or given), `--section.option value` overrides, old option
-names, the `method` section (its options are those of the method it names: objectives/registry.py), and the option
-table `agsm train -h` prints. The dataclasses themselves live in training/config.py.
+names, diffusers' names of the common options (DIFFUSERS_ALIASES), the `method` section (its options are those of the
+method it names: objectives/registry.py), the "did you mean" lead of an unknown option's error, and the option table
+`agsm train -h` prints. The dataclasses themselves live in training/config.py.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import logging
 import typing
@@ -47,6 +49,106 @@ FLAT_METHOD_OPTIONS = frozenset({
     "name", "gamma_pos", "gamma_neg", "temperature", "reward_space", "shared_tokens", "bradley_terry", "ema_decay",
     "ema_init", "hard_negatives", "hard_negative_kinds", "noise_sharing", "ema_at", "ema_step", "diagonal_weight",
     *(old for (section, old) in RENAMED_OPTIONS if section.startswith("method."))})
+
+
+# The names diffusers' training scripts (train_text_to_image.py, textual_inversion.py ...) give the common options,
+# read as agsm's on the command line (--learning_rate 1e-4, --learning-rate 1e-4) and as top-level keys of a YAML file,
+# so a command or config carried over from those scripts works. Only names that mean the same setting: their
+# --validation_steps (validate every N steps) is not agsm's train.validation_steps (sampler steps), so it is absent.
+DIFFUSERS_ALIASES = {
+    "pretrained_model_name_or_path": "model.path",
+    "resolution": "model.resolution",
+    "train_data_dir": "data.path",
+    "image_column": "data.image_column",
+    "caption_column": "data.caption_column",
+    "max_train_samples": "data.max_images",
+    "output_dir": "train.output_dir",
+    "learning_rate": "train.lr",
+    "max_train_steps": "train.steps",
+    "train_batch_size": "train.images_per_step",
+    "adam_weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm",
+    "mixed_precision": "train.mixed_precision",
+    "lr_scheduler": "train.lr_scheduler",
+    "lr_warmup_steps": "train.lr_warmup_steps",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "random_flip": "data.random_flip",
+    "checkpointing_steps": "train.checkpoint_every",
+    "checkpoints_total_limit": "train.checkpoints_total_limit",
+    "num_validation_images": "train.num_validation_images",
+    "report_to": "train.report_to",
+    "seed": "train.seed",
+}
+# Of those, the ones the scripts take as bare switches (--random_flip, no value): true when no true/false follows.
+# Their --center_crop is such a switch too but is no alias: left off, it random-crops, where agsm's data.center_crop
+# false squashes the whole image, so the two names would mean different things.
+FLAG_ALIASES = frozenset({"gradient_checkpointing", "random_flip"})
+
+
+def alias_help() -> list[tuple[str, str]]:
+    """[('--learning_rate', '--train.lr'), ...]: the short table `agsm train -h` prints."""
+    return [(f"--{alias}", f"--{target}" + (" true" if alias in FLAG_ALIASES else ""))
+            for alias, target in DIFFUSERS_ALIASES.items()]
+
+
+def _alias_target(name: str) -> str | None:
+    """'train.lr' for learning_rate or learning-rate; None for a name that is no alias."""
+    return DIFFUSERS_ALIASES.get(name.replace("-", "_"))
+
+
+def did_you_mean(wrong: str, candidates: dict[str, str]) -> str:
+    """'train.stpes: did you mean train.steps? ' (with the trailing space, to lead an error), or '' when no name is
+    close. `candidates`: spelling -> the full name to suggest, so a near-miss of an alias (learing_rate) suggests
+    the agsm option it stands for (train.lr)."""
+    close = difflib.get_close_matches(wrong.lstrip("-").rpartition(".")[2].replace("-", "_"), list(candidates), n=3,
+                                      cutoff=0.6)
+    names = list(dict.fromkeys(candidates[c] for c in close))
+    return f"{wrong}: did you mean {' or '.join(names)}? " if names else ""
+
+
+def option_candidates(section: str, valid) -> dict[str, str]:
+    """Spellings an unknown option of `section` is compared with: its options, and the diffusers names of them."""
+    out = {name: f"{section}.{name}" for name in valid}
+    for alias, target in DIFFUSERS_ALIASES.items():
+        if target.partition(".")[0] == section:
+            out.setdefault(alias, target)
+    return out
+
+
+def unknown_options_hint(section: str, bad, valid) -> str:
+    """The 'did you mean' lead of an unknown-options error: one per unknown option that is close to a valid one."""
+    return "".join(did_you_mean(f"{section}.{b}", option_candidates(section, valid)) for b in bad)
+
+
+def unknown_sections_hint(bad, sections, raw: dict | None = None) -> str:
+    """The 'did you mean' lead of an unknown-sections error: `trian` -> train (trian.steps -> train.steps when `raw`,
+    the config's nested dicts, shows the options under it); a top-level `learing_rate` -> train.lr (the section-less
+    names a YAML file may use are the diffusers aliases)."""
+    candidates = {name: name for name in sections}
+    candidates.update(DIFFUSERS_ALIASES)
+    hints = []
+    for name in bad:
+        close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+        options = (raw or {}).get(name)
+        if close and close[0] in sections and isinstance(options, dict) and options:
+            # trian.stpes: both halves may be misspelt, so each option is matched against the section's own
+            section, valid = close[0], _section_options(close[0])
+            for key in map(str, options):
+                fixed = "" if key in valid else did_you_mean(f"{name}.{key}", option_candidates(section, valid))
+                hints.append(fixed or f"{name}.{key}: did you mean {section}.{key}? ")
+        else:
+            hints.append(did_you_mean(name, candidates))
+    return "".join(hints)
+
+
+def _section_options(section: str) -> set[str]:
+    """The option names of a config section; for `method`, those of every method (which one is meant is unknown)."""
+    from .config import Config
+
+    if section == "method":
+        return _own_names()
+    return {f.name for f in dataclasses.fields({s.name: s.default_factory for s in dataclasses.fields(Config)}
+                                               [section])}
 
 
 def method_name_of(raw: dict) -> str:
@@ -126,7 +228,8 @@ def method_options(raw_section) -> MethodOptions:
         _check(not owners, f"method.{bad} is an option of {_listed(owners)}, not of {name}; valid {name} "
                f"options: {sorted(valid)}")
     bad = sorted(set(values) - set(valid))
-    _check(not bad, f"unknown options {[f'method.{b}' for b in bad]}; valid method options of {name}: {sorted(valid)}")
+    _check(not bad, f"{unknown_options_hint('method', bad, valid)}unknown options {[f'method.{b}' for b in bad]}; "
+           f"valid method options of {name}: {sorted(valid)}")
     return cls(**values)
 
 
@@ -190,20 +293,76 @@ def _shown(value) -> str:
 
 
 def parse_overrides(args: list[str]) -> dict:
-    """['--train.steps', '10', '--method.gamma_neg=0.1'] -> {'train': {'steps': 10}, 'method': {...}}."""
+    """['--train.steps', '10', '--method.gamma_neg=0.1'] -> {'train': {'steps': 10}, 'method': {...}}; the diffusers
+    names (--learning_rate 1e-4, DIFFUSERS_ALIASES) are read as the options they stand for."""
     out: dict = {}
+    spelled: dict[str, str] = {}  # 'train.lr' -> how the command line named it, to refuse two spellings of one option
     items = list(args)
     while items:
         key = items.pop(0)
         _check(key.startswith("--"), f"expected an option like --train.steps, got {key!r}")
-        key, _, value = key[2:].partition("=")
-        if not _:
+        key, equals, value = key[2:].partition("=")
+        if not equals and _bare_switch(key, items):
+            value = "true"
+        elif not equals:
             _check(bool(items), f"option --{key} needs a value")
             value = items.pop(0)
-        section, _, option = key.partition(".")
-        _check(bool(option), f"option --{key} must be written --section.option, e.g. --train.steps")
+        target = _alias_target(key) if "." not in key else None
+        section, _, option = (target or key).partition(".")
+        _check(bool(option), f"{_flat_hint(key)}option --{key} must be written --section.option, e.g. --train.steps")
+        full = f"{section}.{option.replace('-', '_')}"
+        previous = spelled.setdefault(full, f"--{key}")
+        # the same spelling twice is an override of an override (the last wins, as before); two spellings of one
+        # option are most likely a carried-over diffusers flag beside agsm's own, and which was meant is unclear
+        _check(previous == f"--{key}" or (target is None and _alias_target(previous[2:]) is None),
+               f"{previous} and --{key} both set {full}; give one of them")
         out.setdefault(section, {})[option.replace("-", "_")] = _yaml_value(value)
     return out
+
+
+def _bare_switch(key: str, rest: list[str]) -> bool:
+    """True for a diffusers switch given bare (--random_flip, then another option or nothing), not with a value."""
+    return key.replace("-", "_") in FLAG_ALIASES and not (rest and isinstance(_yaml_value(rest[0]), bool))
+
+
+def _flat_hint(key: str) -> str:
+    """The 'did you mean' lead for a section-less option that is no alias: --steps -> --train.steps (an option of
+    that name in any section), --learing_rate -> --learning_rate."""
+    from .config import Config
+
+    candidates = {alias: f"--{alias}" for alias in DIFFUSERS_ALIASES}
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory):
+            candidates.setdefault(f.name, f"--{section.name}.{f.name}")
+    exact = [f"--{s.name}.{key}" for s in dataclasses.fields(Config)
+             if key.replace("-", "_") in {f.name for f in dataclasses.fields(s.default_factory)}]
+    if exact:
+        return f"--{key}: did you mean {' or '.join(exact)}? "
+    return did_you_mean(f"--{key}", candidates)
+
+
+def apply_aliases(raw: dict, source: str) -> dict:
+    """A config file's top-level diffusers names (learning_rate: 1e-4) moved to the options they stand for; one given
+    beside its agsm name (train: lr: ...) is refused, naming both. `source`: the file, for the message."""
+    out = dict(raw)
+    for key in [k for k in raw if isinstance(k, str) and k not in _section_names() and _alias_target(k)]:
+        section, _, option = _alias_target(key).partition(".")
+        values = out.get(section)
+        values = dict(values) if isinstance(values, dict) else values
+        if values is None:
+            values = {}
+        _check(isinstance(values, dict), f"config section {section!r} in {source} must be a mapping of options")
+        _check(option not in values, f"{source} sets both {key} (diffusers' name of {section}.{option}) and "
+               f"{section}.{option}; give one of them")
+        values[option] = out.pop(key)
+        out[section] = values
+    return out
+
+
+def _section_names() -> set[str]:
+    from .config import Config
+
+    return {f.name for f in dataclasses.fields(Config)}
 
 
 def _yaml_value(text: str):
@@ -241,7 +400,7 @@ def read_config_file(path: str | Path) -> dict:
         raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
     _check(isinstance(raw, dict), f"config file {path} must hold a mapping of sections (model:, data:, "
            f"train: ...), not a {type(raw).__name__}")
-    return _apply_renames(raw)
+    return _apply_renames(apply_aliases(raw, str(path)))
 
 
 def merge_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:

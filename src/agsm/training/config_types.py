@@ -8,6 +8,7 @@ the expected type in the message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 
@@ -44,14 +45,21 @@ def coerce(name: str, value, declared):
 def _as_float(name, value):
     if isinstance(value, bool):
         _refuse(name, value, "a number")
+    number = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
-    _refuse(name, value, "a number (e.g. 0.001 or 1e-3)")
+    if number is None:
+        _refuse(name, value, "a number (e.g. 0.001 or 1e-3)")
+    # YAML reads .nan / .inf and float() reads 'nan' / 'inf': no option means anything with them, and a NaN passes
+    # every range check (each comparison is False), so it is refused here, for every float option at once
+    if not math.isfinite(number):
+        _refuse(name, value, "a finite number")
+    return number
 
 
 def _as_int(name, value):

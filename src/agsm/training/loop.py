@@ -32,6 +32,7 @@ from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_che
 from .config import Config
 from ..data import build_or_load_cache
 from ..objectives import get_method
+from ..utils.counts import count
 from ..utils.progress import progress
 from .run_folder import claim_run_folder, forget_log_after, resume_point
 from .trainables import make_trainable
@@ -39,6 +40,7 @@ from .batches import batch_files, batch_size_of, build_step_batch, load_records,
 from .guard import StepGuard
 from .speed import prepare_denoiser
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
+from .lr_schedules import make_lr_scheduler
 from .validation_images import make_validator
 
 log = logging.getLogger("agsm.train")
@@ -82,8 +84,11 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         build = build_or_load_cache
         if config.data.format == "pairs":
             from ..preference.pair_data import build_or_load_pairs as build
+        # Pairs are always centre-cropped and never flipped (config.DataConfig refuses otherwise).
+        preprocessing = {} if config.data.format == "pairs" else {"center_crop": config.data.center_crop,
+                                                                   "random_flip": config.data.random_flip}
         dataset = build(records, backbone, backbone.resolution, cache_root, cache_text=config.data.cache_text,
-                        min_size=config.data.min_size, progress=accelerator.is_main_process)
+                        min_size=config.data.min_size, progress=accelerator.is_main_process, **preprocessing)
     global_batch = tc.images_per_step * accelerator.num_processes
     steps_per_epoch = dataset.num_images // global_batch
     if steps_per_epoch == 0:
@@ -95,7 +100,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     cleanup.callback(trainable.remove)
     params = list(trainable.parameters())
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=tc.restart_every, eta_min=tc.min_lr)
+    schedule = make_lr_scheduler(optimizer, tc)  # the default is the CosineAnnealingWarmRestarts it always was
     optimizer = accelerator.prepare(optimizer)  # loss scaling for fp16
     state = TrainState()
     if resume:
@@ -108,6 +113,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
             log.info("resumed from %s at step %d", last, state.step)
     if accelerator.is_main_process:
         forget_log_after(out, state.step)
+        _log_start(config, backbone, dataset, accelerator, out, state.step)
 
     step_fn = get_method(config.method.name).step
     guard = StepGuard(tc.max_bad_steps, tc.lr, lambda: latest_checkpoint(out))
@@ -120,7 +126,9 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     bar = progress(total=tc.steps, initial=state.step, disable=not accelerator.is_main_process,
                    desc=config.method.name, unit="step")
     cleanup.callback(bar.close)  # also on an error, so its message starts on a line of its own
-    started, pairs_done, shown_loss = time.perf_counter(), 0, "-"
+    # The bar shows the last logged loss: after a resume, the run's log has it (lines past the checkpoint were just
+    # dropped); with none there, the first step reads its own loss, once.
+    started, pairs_done, shown_loss = time.perf_counter(), 0, _last_logged_loss(out)
     while state.step < tc.steps:
         step = state.step
         epoch, position = divmod(step, steps_per_epoch)
@@ -157,7 +165,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         # Reading the loss waits for the device, so only logged steps do (issue 17: the step guard's two finite
         # checks, before and after the update, are a step's only host-device syncs); the bar shows the last logged
         # loss. The postfix first, without a redraw: the line update() shows then carries it.
-        if logged:
+        if logged or shown_loss is None:
             shown_loss = f"{loss.item():.4f}"
         bar.set_postfix(loss=shown_loss, pairs_per_s=f"{rate:.1f}", refresh=False)
         bar.update(1)
@@ -170,16 +178,44 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
                 with open(out / "train_log.jsonl", "a") as f:
                     f.write(json.dumps({"step": state.step, **record}) + "\n")
         if validator and validator.due(state.step, tc.steps):  # before the checkpoint: a resume never skips a round
-            validator.run(state.step)
+            drawn = validator.run(state.step)
+            log.info("step %d: validation images in %s", state.step, drawn[0].parent if drawn else validator.folder)
         if state.step % tc.checkpoint_every == 0 or state.step == tc.steps:
-            save_checkpoint(accelerator, out, state, tc.checkpoints_total_limit, trainable.trained,
-                            trainable.averaged, optimizer, schedule, getattr(trainable, "token_meta", None),
-                            trainable.checkpoint_names)
+            written = save_checkpoint(accelerator, out, state, tc.checkpoints_total_limit, trainable.trained,
+                                      trainable.averaged, optimizer, schedule, getattr(trainable, "token_meta", None),
+                                      trainable.checkpoint_names)
+            if accelerator.is_main_process:
+                log.info("step %d: wrote checkpoint %s", state.step, written)
 
     result = trainable.export(out, config, state.step, dataset.num_images) if accelerator.is_main_process else None
     if result is not None:
         log.info("wrote %s", result)
     return result if result is not None else _export_path(out, trainable, backbone)
+
+
+def _log_start(config: Config, backbone, dataset, accelerator, out: Path, step: int) -> None:
+    """One summary of what this run is about to do, before its first step: a log read later says what ran."""
+    tc, method = config.train, config.to_dict()["method"]
+    settings = ", ".join(f"{k} {v}" for k, v in method.items() if k != "name")  # the named method's options only
+    captions = dataset.captions if isinstance(dataset.captions, list) else None  # pair data: one prompt per pair
+    size = count(dataset.num_images, "pair" if config.data.format == "pairs" else "image")
+    if captions is not None:
+        size += f" with {count(len(captions), 'caption')}"
+    schedule = tc.lr_scheduler + (f" after {tc.lr_warmup_steps} warm-up steps" if tc.lr_warmup_steps else "")
+    log.info("training %s (%s) on %s from %s; method %s (%s); %s from step %d, %d images per step x %s, "
+             "lr %g (%s); device %s, dtype %s; output %s",
+             config.model.path, backbone.architecture, size, config.data.path, config.method.name, settings,
+             count(tc.steps, "step"), step, tc.images_per_step,
+             count(accelerator.num_processes, "process", "processes"), tc.lr, schedule,
+             accelerator.device, str(WEIGHT_DTYPES[tc.mixed_precision]).removeprefix("torch."), out)
+
+
+def _last_logged_loss(out: Path) -> str | None:
+    """The loss of train_log.jsonl's last line, as the bar shows it, or None (a new run, or none logged yet)."""
+    from .model_card import final_metrics
+
+    last = final_metrics(out / "train_log.jsonl")
+    return f"{last['loss']:.4f}" if last and isinstance(last.get("loss"), (int, float)) else None
 
 
 def _export_path(out: Path, trainable, backbone) -> Path:

@@ -5,7 +5,9 @@
 The YAML front matter (library_name agsm, base_model when the backbone came from the Hub, tags) is what the
 Hub indexes; the body says what the tokens are: method and settings, backbone, data, steps, which file holds
 the online and which the EMA tokens (read from each file's own metadata), the final training metrics (the last
-line of train_log.jsonl) and how to use them. Everything comes from the token files, the run's config and its
+line of train_log.jsonl), the validation images if the run drew any (linked relative to the folder, so they show
+on the Hub once the folder is uploaded) and how to use them: from the Hub repo the folder is uploaded to, or from
+the folder on disk. Everything comes from the token files, the run's config and its
 log, so the card describes exactly what was written.
 """
 from __future__ import annotations
@@ -19,9 +21,11 @@ import yaml
 from safetensors import safe_open
 
 from ..utils.atomic_files import write_text
+from ..utils.counts import count as counted
 from ..tokens.token_file import FILE_NAME
 
 CARD_NAME = "README.md"
+VALIDATION_FOLDER = "validation"  # training/validation_images.py FOLDER
 LOG_NAME = "train_log.jsonl"
 CONFIG_NAME = "config.yaml"
 WEIGHTS_MEANING = {"online": "online: the tokens the optimiser trained",
@@ -68,8 +72,9 @@ def model_card_text(folder: Path, settings: dict, num_images: int | None = None)
         _usage_section(model_ref, folder),
         _training_section(meta, settings, model_path, num_images),
         _metrics_section(folder / LOG_NAME),
+        _validation_section(folder),
     ]
-    return f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n" + "\n\n".join(sections) + "\n"
+    return f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n" + "\n\n".join(filter(None, sections)) + "\n"
 
 
 def token_files(folder: Path) -> list[tuple[str, dict[str, str]]]:
@@ -126,19 +131,55 @@ def _files_section(files, settings: dict) -> str:
     return "## Files\n\n" + "\n".join(rows)
 
 
+HUB_PLACEHOLDER = "<user>/<repo>"  # the card is written before any upload: the reader fills in the repo id
+
+
 def _usage_section(model_ref: str, folder: Path) -> str:
     return ("## Use\n\n"
+            f"Replace `{HUB_PLACEHOLDER}` with the Hub repo this folder is uploaded to "
+            f"(`huggingface-cli upload {HUB_PLACEHOLDER} {shlex.quote(str(folder))}`):\n\n"
             "```python\n"
             "import agsm, diffusers\n"
             f"pipe = diffusers.DiffusionPipeline.from_pretrained({model_ref!r})\n"
-            f"agsm.load_soft_tokens(pipe, {str(folder)!r})  # or the Hub repo id this folder was uploaded to\n"
+            f"agsm.load_soft_tokens(pipe, \"{HUB_PLACEHOLDER}\")\n"
+            "# or from the run folder on disk:\n"
+            f"agsm.load_soft_tokens(pipe, {str(folder)!r})\n"
             "```\n\n"
             "`weight_name=\"soft_tokens_ema.safetensors\"` (or the other file above) picks the other tokens; "
             "`scale=` goes from 0 (the stock pipeline) to 1 (as trained). From the command line:\n\n"
             "```bash\n"
+            f"agsm sample --model {shlex.quote(model_ref)} --tokens {HUB_PLACEHOLDER} "
+            "--prompt 'a red circle' --out samples/\n"
             f"agsm sample --model {shlex.quote(model_ref)} --tokens {shlex.quote(str(folder))} "
             "--prompt 'a red circle' --out samples/\n"
             "```")
+
+
+def _validation_section(folder: Path) -> str:
+    """The base round (step 0, no tokens) and the last round of validation images, side by side per image; ''
+    when the run drew none. Links are relative to the folder (validation/step-N/i.png)."""
+    rounds = {}
+    for record_file in Path(folder).glob(f"{VALIDATION_FOLDER}/step-*/run.json"):
+        try:
+            record = json.loads(record_file.read_text())
+            rounds[int(record["step"])] = (record_file.parent.name, record["images"])
+        except (ValueError, KeyError, TypeError):  # a round cut short by a kill: skipped
+            continue
+    if not rounds:
+        return ""
+    last = max(rounds)
+    shown = [step for step in (0, last) if step in rounds] if last else [0]
+    head = ["image", "prompt", *(f"step {s}" + (" (no tokens)" if s == 0 else "") for s in shown)]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, image in enumerate(rounds[last][1]):
+        cells = []
+        for step in shown:
+            name, images = rounds[step]
+            cells.append(f"![{step}]({VALIDATION_FOLDER}/{name}/{images[i]['file']})" if i < len(images) else "")
+        rows.append(f"| {i} | {str(image.get('prompt', '')).replace('|', '/')} | " + " | ".join(cells) + " |")
+    return (f"## Validation images\n\nDrawn while training (`train.validation_prompts`), each image with its own fixed "
+            f"seed in every round, so the columns differ only by the tokens; all rounds are in `{VALIDATION_FOLDER}/`."
+            "\n\n" + "\n".join(rows))
 
 
 def _training_section(meta: dict, settings: dict, model_path: str, num_images: int | None) -> str:
@@ -165,7 +206,7 @@ def _training_section(meta: dict, settings: dict, model_path: str, num_images: i
 def _describe_data(data: dict, num_images: int | None) -> str:
     keys = [k for k in data if k not in DATA_DETAILS_SKIPPED] if data.get("format") == "hf" else LOCAL_DATA_KEYS
     details = [f"{key} `{data[key]}`" for key in keys if data.get(key) not in (None, "", [], {})]
-    count = f"{num_images} images" if num_images is not None else "number of images not recorded"
+    count = counted(num_images, "image") if num_images is not None else "number of images not recorded"
     return ", ".join(details + [count]) if details else count
 
 

@@ -1,9 +1,10 @@
 """Validation images while training: see what the tokens do to a few fixed prompts as the run goes.
 
-With `train.validation_prompts` set, the trainer draws one image per prompt every `train.validation_every` steps
-and at the last step with the current online tokens, and once at step 0 without any tokens (the base model),
-for comparison. Image i of every round uses seed `train.validation_seed + i`, so rounds differ only by the
-tokens. Files: <output_dir>/validation/step-N/<i>.png (written atomically) and run.json (prompts, seeds,
+With `train.validation_prompts` set, the trainer draws `train.num_validation_images` images per prompt (default 1)
+every `train.validation_every` steps and at the last step with the current online tokens, and once at step 0
+without any tokens (the base model), for comparison. Image i of every round (prompt i // num_validation_images)
+uses seed `train.validation_seed + i`, so rounds differ only by the tokens, and one image per prompt is what it
+was before the option existed. Files: <output_dir>/validation/step-N/<i>.png (written atomically) and run.json (prompts, seeds,
 sampler); the images also go to the run's trackers with their prompts as captions (training/trackers.py).
 
 The pipeline is the backbone's own stock pipeline class made from its loaded modules (as diffusers `from_pipe`
@@ -33,10 +34,15 @@ class Validator:
     """Draws and saves the validation images of one training run (main process only)."""
 
     def __init__(self, backbone, injector, prompts: list[str], out_dir: str | Path, every: int, seed: int = 0,
-                 steps: int | None = None, guidance: float | None = None, accelerator=None):
+                 steps: int | None = None, guidance: float | None = None, accelerator=None,
+                 images_per_prompt: int = 1):
         if not prompts:
             raise ValueError("validation needs at least one prompt (train.validation_prompts)")
-        self.backbone, self.injector, self.prompts = backbone, injector, list(prompts)
+        if images_per_prompt < 1:
+            raise ValueError(f"train.num_validation_images {images_per_prompt} must be >= 1")
+        # One entry per image: prompt i's images sit together, each with its own seed (seed + its index).
+        self.backbone, self.injector = backbone, injector
+        self.prompts = [prompt for prompt in prompts for _ in range(images_per_prompt)]
         self.folder, self.every, self.seed, self.accelerator = Path(out_dir) / FOLDER, every, seed, accelerator
         self.pipe = _pipeline_from(backbone)
         # The model folder's recommended sampler (sampler.json), else its architecture's, unless given.
@@ -48,7 +54,7 @@ class Validator:
         return step % self.every == 0 or step == last_step
 
     def run(self, step: int, with_tokens: bool = True) -> list[Path]:
-        """Draw, save and log one image per prompt at `step`; returns the image files."""
+        """Draw, save and log the round's images (num_validation_images per prompt) at `step`; returns their files."""
         images = self.draw(with_tokens)
         folder = self.folder / f"step-{step}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +74,7 @@ class Validator:
         return paths
 
     def draw(self, with_tokens: bool = True) -> list:
-        """One PIL image per prompt, with the injector's current (online) tokens or with none."""
+        """One PIL image per entry of self.prompts, with the injector's current (online) tokens or with none."""
         device = self.backbone.device
         devices = [device.index or 0] if device.type == "cuda" else []
         enabled = self.injector.enabled
@@ -117,4 +123,4 @@ def make_validator(config, backbone, injector, out: Path, accelerator) -> Valida
     if not tc.validation_prompts or not accelerator.is_main_process:
         return None
     return Validator(backbone, injector, tc.validation_prompts, out, tc.validation_every, tc.validation_seed,
-                     tc.validation_steps, tc.validation_guidance, accelerator)
+                     tc.validation_steps, tc.validation_guidance, accelerator, tc.num_validation_images)

@@ -16,7 +16,7 @@ times as often) and --restate-share P (a scene shown with another true caption, 
 matching on the frozen sd15-tiny VAE's latents; --device, --bf16 and --compile for a GPU.
 --arch sdxl: the tiny SDXL architecture (UNet with pooled text + time ids, two CLIP encoders), a
 StableDiffusionXLPipeline, with sd15's epsilon recipe on the frozen sd15-tiny VAE's latents (pretraining/sdxl.py).
-Both: rerun the same command after a kill; it resumes from the last atomic checkpoint in --work (and refuses one
+All three: rerun the same command after a kill; it resumes from the last atomic checkpoint in --work (and refuses one
 made with other weight-changing settings). Every draw of step k comes from a generator seeded by (seed, stage, k),
 so a resumed run equals an uninterrupted one. train_info.json records the command, settings, wall time and loss
 curve.
@@ -66,11 +66,11 @@ def _help(name: str) -> str:
 
 
 def build_parser(prog: str = "python -m agsm.shapes.pretrain") -> argparse.ArgumentParser:
-    """Every option of both architectures; unset ones take the architecture's default (config.py). `prog` is the
+    """Every option of every architecture; unset ones take the architecture's default (config.py). `prog` is the
     command the usage line names (`agsm shapes pretrain` when the agsm command forwards here)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=tuple(CONFIGS), default="sd15", help="the architecture (default sd15)")
+    parser.add_argument("--arch", choices=tuple(CONFIGS), default="sd15", help=f"the architecture: {', '.join(CONFIGS)} (default sd15)")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--work", default=None, help="checkpoint folder (default: runs/pretrain-NAME)")
     for name in dict.fromkeys(COMMON + sum(ONLY.values(), ())):
