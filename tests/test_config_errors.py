@@ -10,7 +10,7 @@ import pytest
 from agsm.cli import build_parser, main
 from agsm.objectives import get_method, method_names
 from agsm.training.config import Config, load_config, shipped_configs
-from agsm.training.config_parsing import DIFFUSERS_ALIASES, FLAG_ALIASES
+from agsm.training.option_names import DIFFUSERS_ALIASES, FLAG_ALIASES
 
 # A value each numeric option must refuse (naming the option, the value and what is allowed). A numeric field added
 # without a check and an entry here fails test_each_numeric_option_refuses_a_value_out_of_range.
@@ -20,7 +20,7 @@ OUT_OF_RANGE = {
     "tokens.num_tokens": [0], "tokens.blocks": [0], "tokens.init_std": [-0.01], "tokens.num_buckets": [0],
     "tokens.time_init_std": [-0.01],
     "tune.lora_rank": [0], "tune.lora_alpha": [0, -4.0],
-    "train.steps": [0], "train.images_per_step": [1], "train.lr": [0, -0.001], "train.weight_decay": [-0.0001],
+    "train.steps": [0], "train.images_per_step": [1], "train.lr": [-0.001, -1], "train.weight_decay": [-0.0001],
     "train.restart_every": [0], "train.min_lr": [-1e-05, 0.5], "train.lr_warmup_steps": [-1],
     "train.checkpoint_every": [0], "train.checkpoints_total_limit": [0], "train.log_every": [0],
     "train.seed": [-1, 2**32], "train.max_bad_steps": [-1], "train.validation_every": [0],
@@ -311,4 +311,4 @@ def test_out_of_range_errors_come_before_any_model_loads(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--model.path", "/nowhere", "--learning_rate", "-1"])
     assert exc.value.code == 2
-    assert "train.lr -1.0 must be > 0" in capsys.readouterr().err
+    assert "train.lr -1.0 must be >= 0" in capsys.readouterr().err

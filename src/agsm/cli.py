@@ -60,7 +60,7 @@ class _TrainHelp(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from .training.config import option_help, shipped_configs
-        from .training.config_parsing import alias_help
+        from .training.option_names import alias_help
 
         parser.epilog = (f"shipped configs (--config NAME): {', '.join(shipped_configs())}\n"
                          "config options override the --config file: --section.option value or --section.option=value")

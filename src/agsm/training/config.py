@@ -3,7 +3,8 @@ Over 300 lines because every option carries its help text (what `agsm train --he
 
 Each dataclass checks itself on creation and names the option, the value and what is allowed. The `method` section is
 the options of the method it names (each method's own dataclass, objectives/<method>.py). Reading files, overrides
-and old option names, and the help table, live in training/config_parsing.py.
+and old option names live in training/config_parsing.py (the names in option_names.py), the help table in
+config_help.py.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 import yaml
 
 from ..objectives import AgsmOptions, MethodOptions
-from .config_parsing import (RENAMED_OPTIONS, SHIPPED_CONFIGS, _apply_renames, merge_overrides, method_options,
-                             option_help, parse_overrides, read_config_file, resolve_config, shipped_configs,
-                             unknown_options_hint, unknown_sections_hint)
+from .config_help import option_help
+from .config_parsing import (SHIPPED_CONFIGS, _apply_renames, merge_overrides, method_options, parse_overrides,
+                             read_config_file, resolve_config, shipped_configs, unknown_sections_hint)
+from .option_names import RENAMED_OPTIONS, unknown_options_hint
 from .config_types import coerce_section
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TokenConfig", "TuneConfig", "TrainConfig", "from_dict",
@@ -273,7 +275,8 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.steps >= 1, f"train.steps {self.steps} must be >= 1")
         # Checked here, before any model loads: a bad rate otherwise surfaces in the optimiser's own words.
-        _check(self.lr > 0, f"train.lr {self.lr} must be > 0 (the soft-token configs use 1e-3)")
+        # 0 is allowed: a run that never moves its start (tests and studies use it as the reference of "no training")
+        _check(self.lr >= 0, f"train.lr {self.lr} must be >= 0 (the soft-token configs use 1e-3; 0 keeps the start)")
         _check(self.weight_decay >= 0, f"train.weight_decay {self.weight_decay} must be >= 0")
         _check(self.min_lr >= 0, f"train.min_lr {self.min_lr} must be >= 0 (the floor the schedule decays towards)")
         # above lr the decaying schedules would climb instead; the constant schedule never reads it

@@ -9,14 +9,16 @@ import dataclasses
 import difflib
 import importlib.resources
 import logging
-import typing
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
 
 from ..objectives import MethodOptions, get_method, method_names
+from .config_help import listed
 from .config_types import coerce, coerce_section
+from .option_names import (DIFFUSERS_ALIASES, FLAG_ALIASES, FLAT_METHOD_OPTIONS, RENAMED_OPTIONS, alias_target,
+                           did_you_mean, option_candidates, unknown_options_hint)
 
 log = logging.getLogger("agsm.config")
 # The configs shipped in the wheel (package data), reachable by name: `agsm train --config sd15`.
@@ -27,97 +29,6 @@ DEFAULT_METHOD = "agsm"
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-# Old option names still read (with a warning), because the config.yaml of earlier runs holds them:
-# (section, old name) -> new name. In the method section a name may be one method's: (method.<name>, old name).
-RENAMED_OPTIONS = {
-    ("train", "keep_checkpoints"): "checkpoints_total_limit",
-    ("method.softrepa", "softrepa_temperature"): "temperature",
-    ("method.softrepa", "softrepa_scale"): "scale",
-    ("method.dpo", "dpo_beta"): "beta",
-    ("method.inpo", "dpo_beta"): "beta",
-    ("method.inpo", "inpo_inversion_steps"): "inversion_steps",
-    ("method.inpo", "inpo_inversion_eta"): "inversion_eta",
-    ("method.inpo", "inpo_invert_with"): "invert_with",
-    **{("method.spo", f"spo_{option}"): option for option in ("steps", "eta", "guidance", "candidates",
-                                                              "divert_start", "threshold", "beta", "clip", "scorer")},
-}
-# Before each method had its own options (issue 25), the method section was one bag of every method's options, and a
-# run's config.yaml holds all of them: only the named method's are read from such a section, the others dropped.
-FLAT_METHOD_OPTIONS = frozenset({
-    "name", "gamma_pos", "gamma_neg", "temperature", "reward_space", "shared_tokens", "bradley_terry", "ema_decay",
-    "ema_init", "hard_negatives", "hard_negative_kinds", "noise_sharing", "ema_at", "ema_step", "diagonal_weight",
-    *(old for (section, old) in RENAMED_OPTIONS if section.startswith("method."))})
-
-
-# The names diffusers' training scripts (train_text_to_image.py, textual_inversion.py ...) give the common options,
-# read as agsm's on the command line (--learning_rate 1e-4, --learning-rate 1e-4) and as top-level keys of a YAML file,
-# so a command or config carried over from those scripts works. Only names that mean the same setting: their
-# --validation_steps (validate every N steps) is not agsm's train.validation_steps (sampler steps), so it is absent.
-DIFFUSERS_ALIASES = {
-    "pretrained_model_name_or_path": "model.path",
-    "resolution": "model.resolution",
-    "train_data_dir": "data.path",
-    "image_column": "data.image_column",
-    "caption_column": "data.caption_column",
-    "max_train_samples": "data.max_images",
-    "output_dir": "train.output_dir",
-    "learning_rate": "train.lr",
-    "max_train_steps": "train.steps",
-    "train_batch_size": "train.images_per_step",
-    "adam_weight_decay": "train.weight_decay",
-    "max_grad_norm": "train.max_grad_norm",
-    "mixed_precision": "train.mixed_precision",
-    "lr_scheduler": "train.lr_scheduler",
-    "lr_warmup_steps": "train.lr_warmup_steps",
-    "gradient_checkpointing": "train.gradient_checkpointing",
-    "random_flip": "data.random_flip",
-    "checkpointing_steps": "train.checkpoint_every",
-    "checkpoints_total_limit": "train.checkpoints_total_limit",
-    "num_validation_images": "train.num_validation_images",
-    "report_to": "train.report_to",
-    "seed": "train.seed",
-}
-# Of those, the ones the scripts take as bare switches (--random_flip, no value): true when no true/false follows.
-# Their --center_crop is such a switch too but is no alias: left off, it random-crops, where agsm's data.center_crop
-# false squashes the whole image, so the two names would mean different things.
-FLAG_ALIASES = frozenset({"gradient_checkpointing", "random_flip"})
-
-
-def alias_help() -> list[tuple[str, str]]:
-    """[('--learning_rate', '--train.lr'), ...]: the short table `agsm train -h` prints."""
-    return [(f"--{alias}", f"--{target}" + (" true" if alias in FLAG_ALIASES else ""))
-            for alias, target in DIFFUSERS_ALIASES.items()]
-
-
-def _alias_target(name: str) -> str | None:
-    """'train.lr' for learning_rate or learning-rate; None for a name that is no alias."""
-    return DIFFUSERS_ALIASES.get(name.replace("-", "_"))
-
-
-def did_you_mean(wrong: str, candidates: dict[str, str]) -> str:
-    """'train.stpes: did you mean train.steps? ' (with the trailing space, to lead an error), or '' when no name is
-    close. `candidates`: spelling -> the full name to suggest, so a near-miss of an alias (learing_rate) suggests
-    the agsm option it stands for (train.lr)."""
-    close = difflib.get_close_matches(wrong.lstrip("-").rpartition(".")[2].replace("-", "_"), list(candidates), n=3,
-                                      cutoff=0.6)
-    names = list(dict.fromkeys(candidates[c] for c in close))
-    return f"{wrong}: did you mean {' or '.join(names)}? " if names else ""
-
-
-def option_candidates(section: str, valid) -> dict[str, str]:
-    """Spellings an unknown option of `section` is compared with: its options, and the diffusers names of them."""
-    out = {name: f"{section}.{name}" for name in valid}
-    for alias, target in DIFFUSERS_ALIASES.items():
-        if target.partition(".")[0] == section:
-            out.setdefault(alias, target)
-    return out
-
-
-def unknown_options_hint(section: str, bad, valid) -> str:
-    """The 'did you mean' lead of an unknown-options error: one per unknown option that is close to a valid one."""
-    return "".join(did_you_mean(f"{section}.{b}", option_candidates(section, valid)) for b in bad)
 
 
 def unknown_sections_hint(bad, sections, raw: dict | None = None) -> str:
@@ -225,71 +136,12 @@ def method_options(raw_section) -> MethodOptions:
     valid = [f.name for f in dataclasses.fields(cls)]
     for bad in sorted(set(values) - set(valid)):
         owners = [n for n in method_names() if bad in {f.name for f in dataclasses.fields(get_method(n).options)}]
-        _check(not owners, f"method.{bad} is an option of {_listed(owners)}, not of {name}; valid {name} "
+        _check(not owners, f"method.{bad} is an option of {listed(owners)}, not of {name}; valid {name} "
                f"options: {sorted(valid)}")
     bad = sorted(set(values) - set(valid))
     _check(not bad, f"{unknown_options_hint('method', bad, valid)}unknown options {[f'method.{b}' for b in bad]}; "
            f"valid method options of {name}: {sorted(valid)}")
     return cls(**values)
-
-
-def _listed(names: list[str]) -> str:
-    """'dpo, inpo and spo'."""
-    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
-
-
-def option_help() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    """[(section, its help, [('--section.option', TYPE, 'help (default: value)'), ...]), ...] from the dataclass
-    fields' help metadata: what `agsm train -h` lists, so every option is documented exactly once. The method section
-    is method.name, then one group per method ('method.name agsm', ...) with that method's own options."""
-    from .config import Config
-
-    table = []
-    for section in dataclasses.fields(Config):
-        if section.name != "method":
-            table.append((section.name, section.metadata.get("help", ""), _options(section.name,
-                                                                                   section.default_factory)))
-            continue
-        name_only = [o for o in _options("method", section.default_factory) if o[0] == "--method.name"]
-        table.append(("method", section.metadata.get("help", ""), name_only))
-        for name in method_names():
-            spec = get_method(name)
-            table.append((f"method.name {name}", spec.about,
-                          [o for o in _options("method", spec.options) if o[0] != "--method.name"]))
-    return table
-
-
-def _options(section: str, cls) -> list[tuple[str, str, str]]:
-    hints = typing.get_type_hints(cls)
-    options = []
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        options.append((f"--{section}.{f.name}", _type_name(hints[f.name]),
-                        f"{f.metadata.get('help', '')} (default: {_shown(default)})"))
-    return options
-
-
-def _type_name(declared) -> str:
-    """INT, FLOAT, STR, BOOL, INT|NULL, LIST[STR]: the metavar `agsm train -h` shows for a field type."""
-    if typing.get_origin(declared) is list:
-        return f"LIST[{_type_name(typing.get_args(declared)[0])}]"
-    args = [a for a in typing.get_args(declared) if a is not type(None)]
-    if args and len(args) < len(typing.get_args(declared)):  # X | None
-        return f"{_type_name(args[0])}|NULL"
-    return declared.__name__.upper()
-
-
-def _shown(value) -> str:
-    """A default as one would write it in YAML or on the command line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return repr(value) if value == "" else str(value)
 
 
 def parse_overrides(args: list[str]) -> dict:
@@ -307,14 +159,14 @@ def parse_overrides(args: list[str]) -> dict:
         elif not equals:
             _check(bool(items), f"option --{key} needs a value")
             value = items.pop(0)
-        target = _alias_target(key) if "." not in key else None
+        target = alias_target(key) if "." not in key else None
         section, _, option = (target or key).partition(".")
         _check(bool(option), f"{_flat_hint(key)}option --{key} must be written --section.option, e.g. --train.steps")
         full = f"{section}.{option.replace('-', '_')}"
         previous = spelled.setdefault(full, f"--{key}")
         # the same spelling twice is an override of an override (the last wins, as before); two spellings of one
         # option are most likely a carried-over diffusers flag beside agsm's own, and which was meant is unclear
-        _check(previous == f"--{key}" or (target is None and _alias_target(previous[2:]) is None),
+        _check(previous == f"--{key}" or (target is None and alias_target(previous[2:]) is None),
                f"{previous} and --{key} both set {full}; give one of them")
         out.setdefault(section, {})[option.replace("-", "_")] = _yaml_value(value)
     return out
@@ -345,8 +197,8 @@ def apply_aliases(raw: dict, source: str) -> dict:
     """A config file's top-level diffusers names (learning_rate: 1e-4) moved to the options they stand for; one given
     beside its agsm name (train: lr: ...) is refused, naming both. `source`: the file, for the message."""
     out = dict(raw)
-    for key in [k for k in raw if isinstance(k, str) and k not in _section_names() and _alias_target(k)]:
-        section, _, option = _alias_target(key).partition(".")
+    for key in [k for k in raw if isinstance(k, str) and k not in _section_names() and alias_target(k)]:
+        section, _, option = alias_target(key).partition(".")
         values = out.get(section)
         values = dict(values) if isinstance(values, dict) else values
         if values is None:

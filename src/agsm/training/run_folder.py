@@ -43,7 +43,8 @@ RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every",
                      "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir",
                      "train.compile", "train.channels_last", "train.attention_precision",  # speed: the same math
                      "train.export_tokens", "train.report_to", "train.validation_prompts", "train.validation_every",
-                     "train.validation_seed", "train.validation_steps", "train.validation_guidance"}
+                     "train.validation_seed", "train.validation_steps", "train.validation_guidance",
+                     "train.num_validation_images"}
 RUN_OUTPUTS = (FILE_NAME, "soft_tokens_ema.safetensors", "soft_tokens_online.safetensors", "train_log.jsonl",
                "README.md")  # the model card describes the tokens, so it goes with them
 
