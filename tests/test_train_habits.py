@@ -50,7 +50,18 @@ def test_the_run_logs_its_start_checkpoints_and_validation_rounds(sd15_dir, imag
     assert sorted(p.name for p in (out / "validation" / "step-0").glob("*.png")) == ["0.png", "1.png"]
 
 
-def test_the_bar_shows_the_last_logged_loss_after_a_resume(sd15_dir, image_folder, tmp_path, capsys):
+@pytest.fixture
+def every_step_printed(monkeypatch):
+    """The log-line bar draws at most every 0.5 s (tqdm's mininterval), so on a fast machine a 4-step run prints only
+    its first and last line: draw every step, so the lines the tests read exist whatever the machine's speed."""
+    import agsm.training.loop as loop_module
+    from agsm.utils.progress import progress
+
+    monkeypatch.setattr(loop_module, "progress", lambda *args, **kwargs: progress(*args, mininterval=0, **kwargs))
+
+
+def test_the_bar_shows_the_last_logged_loss_after_a_resume(sd15_dir, image_folder, tmp_path, capsys,
+                                                           every_step_printed):
     out = tmp_path / "run"
     train(_config(sd15_dir, image_folder, out, "--train.steps", "2", "--train.checkpoint_every", "2"))
     last = _log(out)[-1]
@@ -62,7 +73,7 @@ def test_the_bar_shows_the_last_logged_loss_after_a_resume(sd15_dir, image_folde
     assert f"loss={last['loss']:.4f}" in step_3 and "loss=-" not in "\n".join(lines), step_3
 
 
-def test_a_new_run_shows_its_first_step_s_loss(sd15_dir, image_folder, tmp_path, capsys):
+def test_a_new_run_shows_its_first_step_s_loss(sd15_dir, image_folder, tmp_path, capsys, every_step_printed):
     train(_config(sd15_dir, image_folder, tmp_path / "run", "--train.steps", "3", "--train.checkpoint_every", "3",
                   "--train.log_every", "10"))
     step_1 = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("agsm: 1/3"))
