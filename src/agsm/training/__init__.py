@@ -13,6 +13,7 @@
     run_folder.py          one owner per run folder (run_lock.py), --resume and --overwrite
     guard.py               non-finite steps skipped or the run stopped
     speed.py               gradient checkpointing, channels_last, compile, attention precision
+    lr_schedules.py        train.lr_scheduler: cosine with restarts (the public code's), cosine, linear, constant
     validation_images.py   images drawn every N steps; trackers.py: TensorBoard / wandb
     export.py              token files from a run or a checkpoint (agsm export); model_card.py: README.md for the Hub
 """
