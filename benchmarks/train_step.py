@@ -55,7 +55,7 @@ PHASES = ("encoders", "target_forward", "online_forward", "backward", "optimizer
 
 def default_precision(mode: str, device: str) -> str:
     """What a user of each code trains in unless told otherwise: the public code fp32 on a CPU and fp16 autocast
-    + GradScaler on a GPU (METHOD.md, public code details); ours bf16 (train.mixed_precision in the shipped
+    + GradScaler on a GPU (docs/method.md, public code details); ours bf16 (train.mixed_precision in the shipped
     configs)."""
     if mode == "ours":
         return "bf16"

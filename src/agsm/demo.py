@@ -56,10 +56,10 @@ STUDY_SPREAD = {
     "sd3": "the ShapesWorld study (docs/study.md) has the training-seed spread of these recipes at 1,000 steps.",
     "sdxl": "the ShapesWorld study (docs/study.md) trained each recipe with 3 training seeds (its SDXL rows).",
 }
-# Where psi+ / psi- go at sampling per backbone (METHOD.md, Inference): psi+ in both guidance branches, or psi- in
+# Where psi+ / psi- go at sampling per backbone (docs/method.md, Inference): psi+ in both guidance branches, or psi- in
 # the unconditional one (the public SDXL script). sdxl: chosen on the study's development suite (docs/study.md).
 UNCOND_TOKENS = {"sd15": "positive", "sdxl": "positive", "sd3": "positive"}
-# Each method with its published token placement and settings per backbone (METHOD.md); one shared budget
+# Each method with its published token placement and settings per backbone (docs/method.md); one shared budget
 # (steps, batch, lr, EMA) for both methods of a backbone.
 METHODS = {
     "sd15": {

@@ -9,7 +9,7 @@ its add-ons (LoRA, IP-Adapter):
 Works for StableDiffusionPipeline, StableDiffusionXLPipeline and StableDiffusion3Pipeline (and the other
 pipelines of these denoisers: img2img, inpainting ...), whose classes stay stock: tokens go in through attention
 processors and hooks (agsm.tokens). Every check runs before the pipeline is touched.
-psi+ goes to both guidance branches by default (METHOD.md, Inference); `uncond_tokens='negative'` puts
+psi+ goes to both guidance branches by default (docs/method.md, Inference); `uncond_tokens='negative'` puts
 psi- in the unconditional branch and `'none'` hides the tokens from it (UNet models only).
 
 Adapter names. Several token files may be loaded, each under its own `adapter_name`, and exactly one of them (or

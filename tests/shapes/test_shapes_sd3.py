@@ -131,7 +131,7 @@ def test_training_target_is_the_velocity_the_sampler_integrates():
 
 
 def test_sampler_defaults_follow_the_model_then_the_architecture():
-    """A pipeline from no folder gets its architecture's sampler (METHOD.md); the shipped sd3-tiny its own."""
+    """A pipeline from no folder gets its architecture's sampler (docs/method.md); the shipped sd3-tiny its own."""
     from agsm.shapes.generate import SHAPESWORLD_SAMPLERS, resolve_sampler
     from agsm.backbones.architectures import tiny_sd15_pipeline
 

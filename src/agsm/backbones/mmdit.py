@@ -1,6 +1,6 @@
 """Backbone adapter for SD3Transformer2DModel pipelines (SD3, SD3.5): flow matching with v-prediction.
 
-METHOD.md: x_t = (1 - s) x0 + s eps with s = t / 1000, target y = eps - x0. Timesteps are continuous in
+docs/method.md: x_t = (1 - s) x0 + s eps with s = t / 1000, target y = eps - x0. Timesteps are continuous in
 [0, 1000): uniform as in the public code, or logit-normal, with SD3's shift as an option. Text goes through
 the pipeline's own `encode_prompt` (two CLIP encoders, T5 when the pipeline has one), pooled projections too.
 Without T5, the 256 zero tokens travel as one (t5_free.py: the same predictions, far fewer context tokens).

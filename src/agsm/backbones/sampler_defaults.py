@@ -4,7 +4,7 @@ One rule for every command (`agsm sample`, `agsm eval shapes|coco|geneval-export
 1. the model's own recommendation, `sampler.json` in its folder: {"steps": 25, "guidance": 6.0, "why": "..."}.
    The shipped ShapesWorld models have one (their settings were chosen once, before their suite was scored), and
    `agsm shapes pretrain` writes one into each model it trains;
-2. else the architecture's evaluation sampler, METHOD.md's defaults table: SD1.5 and SDXL DDIM 30 steps, CFG 7;
+2. else the architecture's evaluation sampler, docs/method.md's defaults table: SD1.5 and SDXL DDIM 30 steps, CFG 7;
    SD3 its flow-matching Euler scheduler, 28 steps, CFG 4.
 --steps / --guidance override either.
 """
@@ -24,7 +24,7 @@ class SamplerSettings:
     source: str  # where the values came from, recorded with a run: "model", "architecture" or "given"
 
 
-# METHOD.md, "Defaults (paper Table 11 and public code)", row "sampler for evaluation".
+# docs/method.md, "Defaults", row "evaluation sampler".
 ARCHITECTURE_SAMPLERS = {"sd15": SamplerSettings(30, 7.0, "architecture"),
                          "sdxl": SamplerSettings(30, 7.0, "architecture"),
                          "sd3": SamplerSettings(28, 4.0, "architecture")}

@@ -31,7 +31,7 @@ from .token_scope import check_tokens_on, tokens_off
 
 @dataclass(frozen=True)
 class FlowEditOptions:
-    """The paper's defaults (METHOD.md, Editing): 50 steps, the last 33 edited, CFG 3.5 / 13.5."""
+    """The paper's defaults (docs/method.md, Editing): 50 steps, the last 33 edited, CFG 3.5 / 13.5."""
 
     steps: int = 50
     n_max: int | None = None   # steps that edit (the first steps - n_max are skipped); None: 33/50 of steps

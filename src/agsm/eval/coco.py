@@ -1,4 +1,4 @@
-"""`agsm eval coco`: the COCO val5K protocol of METHOD.md's results table.
+"""`agsm eval coco`: the COCO val5K protocol of docs/method.md's results table.
 
     agsm eval coco --model /models/sd15 --tokens runs/sd15-agsm --coco /data/coco --out runs/coco-agsm \
         --metrics clip=/models/clip-vit-large-patch14 pickscore=/models/pickscore imagereward=/models/ImageReward \
@@ -12,7 +12,7 @@ killed run started again with the same settings redraws only what is missing. Th
 scores every image (cached per metric in OUT/scores/), and FID compares the images with the same val2017 images
 centre-cropped and resized to the generated size (statistics cached in --fid-reference, default
 OUT/fid_reference_<size>px_<n>.npz).
-Writes results.json (config, mean per metric, n, FID), scores.jsonl (per image) and results.md (METHOD.md's layout).
+Writes results.json (config, mean per metric, n, FID), scores.jsonl (per image) and results.md (docs/method.md's layout).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .scoring import default_metric_loader, parse_metric_specs, score_files
 
 log = logging.getLogger(__name__)
 
-# METHOD.md's COCO table: column title and the factor from the metric's natural scale (agsm.metrics) to it.
+# docs/method.md's COCO table: column title and the factor from the metric's natural scale (agsm.metrics) to it.
 COLUMNS = (("imagereward", "ImageReward x100", 100.0), ("pickscore", "PickScore", 1.0),
            ("clip", "CLIP x100", 1.0), ("hpsv2", "HPSv2 x100", 100.0), ("fid", "FID", 1.0),
            ("aesthetic", "Aesthetic", 1.0))
@@ -167,7 +167,7 @@ def _fid(coco, inception, fid_reference, items, paths, size: int, out: Path, ext
 
 
 def results_markdown(results: list[dict]) -> str:
-    """METHOD.md's COCO table: one row per results dict, columns for the metrics any of them has."""
+    """docs/method.md's COCO table: one row per results dict, columns for the metrics any of them has."""
     columns = [(key, title, factor) for key, title, factor in COLUMNS
                if any((r["fid"] is not None) if key == "fid" else key in r["metrics"] for r in results)]
     rows = []

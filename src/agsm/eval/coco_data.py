@@ -1,7 +1,7 @@
 """COCO val2017 for the val5K protocol: the caption list and the FID reference images.
 
 Layout: DIR/annotations/captions_val2017.json and DIR/val2017/*.jpg (cocodataset.org: annotations_trainval2017.zip
-and val2017.zip). Protocol (METHOD.md): the first caption of each val2017 image, images sorted by id, the first N.
+and val2017.zip). Protocol (docs/method.md): the first caption of each val2017 image, images sorted by id, the first N.
 "First" is, by default, the first caption of that image in the order the json lists the annotations (what
 pycocotools' imgToAnns[id][0] and a plain loop over the json give); `order="id"` takes the lowest annotation id.
 """

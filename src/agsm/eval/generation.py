@@ -1,6 +1,6 @@
 """Shared pieces of the generation-based evaluations (COCO, GenEval export, PIE-Bench).
 
-A model folder (+ optional soft tokens) becomes a pipeline with the model's recommended sampler, else METHOD.md's
+A model folder (+ optional soft tokens) becomes a pipeline with the model's recommended sampler, else docs/method.md's
 evaluation sampler for its architecture (agsm.backbones.sampler_defaults), on --device in --dtype (agsm.utils.devices).
 The images are drawn by agsm.draw (the one generation loop: every image has its own seed, so any single image can
 be redrawn) and written atomically (agsm.utils.atomic_files.write_png) into a folder that resumes after a kill

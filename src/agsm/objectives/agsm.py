@@ -1,6 +1,6 @@
 """AGSM: score matching towards targets shifted by the model's own implicit alignment reward.
 
-METHOD.md, "AGSM loss", steps 1-8; the step below is the thin model-calling layer around the pure math.
+docs/method.md, "AGSM loss", steps 1-8; the step below is the thin model-calling layer around the pure math.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .registry import MethodSpec, register
 
 @dataclass
 class AgsmOptions(TokenMethodOptions):
-    """`method` when method.name is agsm (METHOD.md "AGSM loss"); the token family's options come from the base."""
+    """`method` when method.name is agsm (docs/method.md "AGSM loss"); the token family's options come from the base."""
 
     name: str = method_name("agsm")
     gamma_pos: float = field(default=1.0, metadata={
@@ -79,7 +79,7 @@ def agsm_targets(y: torch.Tensor, ema_pred: torch.Tensor, pos_index: torch.Tenso
 
 def ema_point(denoiser, x0, eps, x_t, t, config) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the EMA predictions are taken: at x_t (public code), or one Euler step earlier on the same straight
-    path, x_{t+dt} = x_t + (dt / T)(eps - x0), for flow backbones (the paper's derivation; METHOD.md)."""
+    path, x_{t+dt} = x_t + (dt / T)(eps - x0), for flow backbones (the paper's derivation; docs/method.md)."""
     flow = getattr(denoiser, "is_flow", False)
     at = config.ema_at if config.ema_at != "auto" else ("previous_step" if flow else "x_t")
     if at == "x_t":

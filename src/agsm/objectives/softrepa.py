@@ -1,4 +1,4 @@
-"""SoftREPA (Lee et al. 2025): contrastive soft tokens, the baseline AGSM improves on (METHOD.md)."""
+"""SoftREPA (Lee et al. 2025): contrastive soft tokens, the baseline AGSM improves on (docs/method.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

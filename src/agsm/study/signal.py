@@ -2,7 +2,7 @@
 
     python -m agsm.study.signal --model src/agsm/shapes/models/sd15-tiny --out docs/study/signal-sd15
 
-AGSM sharpens the model's preference r(x_t, c) = -mean (f(x_t, t, c) - y)^2 (METHOD.md, "AGSM loss", step 3)
+AGSM sharpens the model's preference r(x_t, c) = -mean (f(x_t, t, c) - y)^2 (docs/method.md, "AGSM loss", step 3)
 for an image's own caption over others. Where the model cannot tell the true caption from a wrong one
 (ranking accuracy near 50%), the Plackett-Luce weights are flat, the shift D carries no direction, and the
 method has nothing to amplify. For rendered ShapesWorld scenes with true captions (a development seed, not

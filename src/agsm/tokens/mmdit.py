@@ -1,6 +1,6 @@
 """Soft tokens in an MM-DiT (SD3Transformer2DModel: SD3, and SD3.5 with dual-attention blocks).
 
-METHOD.md: a separate set of tokens per transformer block for the first `num_blocks` blocks, in the
+docs/method.md: a separate set of tokens per transformer block for the first `num_blocks` blocks, in the
 context width (after the context embedder), appended to the context stream at the block's input and
 removed from its output, so each block sees fresh tokens and later blocks see the stock context length.
 Hooks on the stock blocks do the appending and removing; no forward is copied. Pooled embeddings are

@@ -1,5 +1,5 @@
 """The learned vectors: S token sets of N tokens (set 0 = psi+, set 1 = psi-) and a time table of 100 buckets
-shared by all sets, added to every token (METHOD.md, "Soft tokens").
+shared by all sets, added to every token (docs/method.md, "Soft tokens").
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@
     denoisers.py           what a method's step calls: the backbone with the trained part switched in
     config.py              the run's configuration; config_parsing.py: YAML and --section.option overrides;
                            option_names.py: old names, diffusers' names, "did you mean"; config_help.py: the
-                           --help table; config_types.py: values to field types
+                           --help table; config_types.py: values to field types; run_options.py: the `train`
+                           section
     checkpoint.py          atomic checkpoint folders; checkpoint_files.py: their safetensors + JSON contents
     run_folder.py          one owner per run folder (run_lock.py), --resume and --overwrite
     guard.py               non-finite steps skipped or the run stopped
