@@ -53,7 +53,9 @@ timed() {  # timed NAME COMMAND...: run it, append "NAME<TAB>seconds" to $TIMING
 # resolution and sampler (64 px, 25 DDIM steps, guidance 6), float32 on a CPU, a rank-8 LoRA.
 common=(--model.path "$MODEL" --model.resolution null --data.path "$OUT/pairs" --data.cache_dir "$OUT/cache"
         --data.cache_text true --train.mixed_precision no --train.gradient_checkpointing false
-        --tune.params lora --tune.lora_rank 8 --tune.export_pipeline true --train.log_every 25)
+        --tune.params lora --tune.lora_rank 8 --tune.export_pipeline true --train.log_every 25
+        # the lr schedule this study ran with (the shipped configs now follow the public warm-up and constant rate)
+        --train.lr_scheduler cosine_with_restarts --train.restart_every 1000000 --train.lr_warmup_steps 0)
 settings() {
   case $1 in
     dpo)  echo "--train.steps ${PREF_STEPS:-${DPO_STEPS:-500}} --train.images_per_step $PREF_BATCH --train.lr 1e-4 --method.beta 5000" ;;

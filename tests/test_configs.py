@@ -18,7 +18,8 @@ CONFIGS = sorted((ROOT / "src" / "agsm" / "configs").glob("*.yaml"))
 
 def test_the_configs_live_in_the_package():
     assert sorted(p.stem for p in CONFIGS) == ["sd15", "sd15-dpo", "sd15-inpo", "sd15-softrepa", "sd15-spo", "sd3",
-                                               "sdxl"]
+                                               "sd3-softrepa", "sdxl", "sdxl-dpo", "sdxl-inpo", "sdxl-softrepa",
+                                               "sdxl-spo"]
     assert not (ROOT / "configs").exists()  # one copy only: the one that ships
 
 
@@ -64,7 +65,7 @@ def test_a_wrong_config_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for wrong in ("sd16", "configs/sd15.yaml"):
         with pytest.raises(ValueError, match=rf"config '{wrong}' is neither a file nor a shipped config; .*"
-                                             "sd15, sd15-dpo, sd15-inpo, sd15-softrepa, sd15-spo, sd3, sdxl"):
+                                             + ", ".join(sorted(p.stem for p in CONFIGS))):
             load_config(wrong)
 
 
@@ -133,7 +134,8 @@ def test_train_help_lists_every_option_with_type_default_and_help(capsys, monkey
             assert "(default: " in shown, flag
     assert positions == sorted(positions)  # grouped: model, data, tokens, method (then each method), tune, train
     assert "--train.steps INT" in flat and "--tokens.stages LIST[STR]" in flat and "--model.resolution INT|NULL" in flat
-    assert "(default: 1000)" in flat and "shipped configs (--config NAME): sd15, sd15-dpo, sd15-inpo, sd15-softrepa, sd15-spo, sd3, sdxl" in flat
+    names = ", ".join(sorted(p.stem for p in CONFIGS))
+    assert "(default: 1000)" in flat and f"shipped configs (--config NAME): {names}" in flat
 
 
 def test_each_method_lists_its_own_options_and_defaults_under_its_heading():

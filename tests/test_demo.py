@@ -30,13 +30,33 @@ def test_fast_demo_writes_the_report(tmp_path):
 
     main(["--fast", "--out", str(tmp_path)])
     report = (tmp_path / "report.md").read_text()
-    for text in ("base", "softrepa", "agsm", "sd15", "sd3", "single_object", "over-count", "(n=1)",
-                 "training seed", "docs/study.md"):
+    for text in ("base", "softrepa", "agsm", "ceiling", "sd15", "sd3", "single_object", "over-count", "(n=1)",
+                 "training seed", "docs/study.md", "agsm - base", "ceiling - base", "McNemar p", "resolved",
+                 "verdicts differ between the columns"):
         assert text in report
     assert "± 0.000" not in report  # one seed has no spread to show, not a spread of zero
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == 2 * len(BACKBONES)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == set(BACKBONES)
     for backbone in BACKBONES:
-        assert set(summary[backbone]) == {"base", "softrepa", "agsm"}
+        assert set(summary[backbone]) == {"base", "softrepa", "agsm", "ceiling", "paired"}
+        assert [row["comparison"] for row in summary[backbone]["paired"]][:2] == ["agsm - base", "ceiling - base"]
         assert (tmp_path / backbone / "side_by_side.png").is_file()
+        # the ceiling ran with the guidance: its evaluation records the rule, the others none
+        ceiling = json.loads((tmp_path / backbone / "eval" / "ceiling" / "config.json").read_text())
+        assert ceiling["sampling_hook"]["rule"] == "alignment guidance"
+        assert "sampling_hook" not in json.loads((tmp_path / backbone / "eval" / "base" / "config.json").read_text())
+
+
+def test_disagreement_rows_are_the_images_whose_verdicts_differ():
+    from agsm.report.paired_sections import disagreements, paired_rows
+
+    def run(*correct):
+        return {"verdicts": [{"correct": c, "category": "counting", "prompt": f"p{i}", "seed": i, "image": 0}
+                             for i, c in enumerate(correct)]}
+
+    runs = {"base": run(True, False, True, False), "agsm": run(True, True, True, False),
+            "ceiling": run(False, False, True, False)}
+    assert disagreements(runs) == [0, 1]
+    row = paired_rows(runs, [("base", "agsm")])[0]
+    assert (row["flips_up"], row["flips_down"], row["diff"]) == (1, 0, 0.25)

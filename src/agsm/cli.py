@@ -91,6 +91,7 @@ def _export(args, extra):
 
 def _sample(args, extra):
     from .backbones.variants import variant_from_args
+    from .guidance.cli import align_from_args
     from .sample import read_prompts, sample
     from .utils.counts import count
 
@@ -101,7 +102,7 @@ def _sample(args, extra):
                    uncond_tokens=args.uncond_tokens, device=args.device, dtype=args.dtype,
                    negative_prompt=args.negative_prompt, images_per_prompt=args.images_per_prompt,
                    batch_size=args.batch_size, token_scale=args.token_scale, variant=variant_from_args(args),
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, align=align_from_args(args))
     print(f"wrote {count(len(paths), 'image')} and run.json to {args.out}")
 
 
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how strongly the tokens act, with --tokens: 0 = the base model, 1 = as trained (default)")
     add_variant_options(smp)
     add_device_options(smp)
+    from .guidance.cli import add_align_options
+    add_align_options(smp)  # --align-guidance GAMMA and its --align-* options
     smp.set_defaults(run=_sample)
 
     ev = sub.add_parser("eval", help="evaluate a model (and tokens)")
@@ -214,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .editing import cli as editing_cli
 
     editing_cli.add_commands(sub)
+    from .tokens import import_command
+
+    import_command.add_command(sub)
+    from .study import ceiling_cli
+    ceiling_cli.add_command(sub)  # agsm ceiling
 
     world = sub.add_parser("shapes", help="ShapesWorld tools")
     world_sub = world.add_subparsers(dest="tool", required=True)

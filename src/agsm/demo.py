@@ -5,11 +5,13 @@
     python -m agsm.demo --fast             # the same pipeline at toy budget (used by the tests)
 
 On each shipped ShapesWorld base model (tiny SD1.5-, SDXL- and SD3-architecture pipelines) it trains SoftREPA
-and AGSM tokens with the same budget, evaluates base, SoftREPA and AGSM on the ShapesWorld suite over
-seeds, and writes runs/demo/report.md and report.html (per backbone: table, bar chart, same-seed grid).
+and AGSM tokens with the same budget and evaluates four variants at the same image seeds: the base, SoftREPA, AGSM
+and the ceiling (no tokens: the AGSM target applied by the frozen model itself at sampling, the best any token set
+could learn; agsm.guidance). It writes runs/demo/report.md and report.html (per backbone: table, paired differences
+with intervals, bar chart, and the images whose verdicts differ between variants).
 The work runs in worker processes of one thread each (one per core, `--jobs`), cut into jobs (each backbone's
-training; each variant's evaluation at each seed) taken costliest first: these small models use a core each better
-than two threads share one model, and small jobs let the workers finish together.
+training; each variant's evaluation) taken costliest first: these small models use a core each better than two
+threads share one model, and small jobs let the workers finish together.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import torch
 
 from .utils.atomic_files import write_json
 from .training.config import load_config
-from .utils.image_grids import framed, grid
+from .report.paired_sections import disagreement_grid, paired_markdown, paired_rows
 from .report.variants import Section, bar_chart, markdown_table, summarise, write_report
 from .eval.shapes import evaluate_shapes
 from .shapes.dataset import write_training_set
@@ -36,17 +38,16 @@ from .training.loop import train
 
 MODELS = Path(__file__).parent / "shapes" / "models"
 BACKBONES = {"sd15": MODELS / "sd15-tiny", "sdxl": MODELS / "sdxl-tiny", "sd3": MODELS / "sd3-tiny"}
+# Sized for <= 10 minutes on 2 cores (docs/study.md, "The demo's cuts"): what keeps the conclusions. sd15-tiny gets
+# the full suite with two images per prompt, so its paired intervals are the narrowest (the headline); sdxl-tiny the
+# full suite once; sd3-tiny, about 5x costlier per image on a CPU, 15 prompts per category. Token budgets are half the
+# study's (sd15 1,000 steps against 2,000; sdxl 500; sd3 200): the study found 4x the steps moved images only from
+# 3.8 to 4.1 of 255.
 BUDGETS = {
-    "full": {"sd15": {"train_images": 2000, "steps": 2000, "seeds": (0, 1, 2), "per_category": None,
-                      "images_per_prompt": 2},
-             # The tiny SD3 is about 8x costlier per image on a CPU than the tiny SD1.5: a smaller budget.
-             "sd3": {"train_images": 2000, "steps": 400, "seeds": (0,), "per_category": None,
-                     "images_per_prompt": 1},
-             # The tiny SDXL costs about what the tiny SD1.5 does per step; 1,000 steps and one evaluation seed keep the
-             # demo under 15 minutes on 2 cores (the study's SDXL rows train 2,000 steps over 3 seeds).
-             "sdxl": {"train_images": 2000, "steps": 1000, "seeds": (0,), "per_category": None,
-                      "images_per_prompt": 1}},
-    "fast": {name: {"train_images": 32, "steps": 4, "seeds": (0,), "per_category": 2, "images_per_prompt": 1}
+    "full": {"sd15": {"train_images": 2000, "steps": 1000, "per_category": None, "images_per_prompt": 2},
+             "sdxl": {"train_images": 2000, "steps": 500, "per_category": None, "images_per_prompt": 1},
+             "sd3": {"train_images": 2000, "steps": 200, "per_category": 15, "images_per_prompt": 1}},
+    "fast": {name: {"train_images": 32, "steps": 4, "per_category": 2, "images_per_prompt": 1}
              for name in BACKBONES},
 }
 # What the study measured over training seeds for these recipes (docs/study.md), shown beside the demo's numbers.
@@ -92,42 +93,41 @@ def train_tokens(backbone: str, name: str, data: Path, out: Path, steps: int) ->
     return train(load_config(None, overrides), overwrite=True)  # the demo retrains on every run
 
 
-def side_by_side(results: dict[str, dict], path: Path, per_category: int = 2) -> Path:
-    """Rows: the first prompts of each category; columns: the variants, same prompt and seed."""
-    rows, labels = [], []
-    names = list(results)
-    verdicts = results[names[0]]["verdicts"]
-    for category in CATEGORIES:
-        picks = [i for i, v in enumerate(verdicts) if v["category"] == category and v["image"] == 0][:per_category]
-        for i in picks:
-            rows.append([framed(results[n]["images"][i], results[n]["verdicts"][i]["correct"]) for n in names])
-            labels.append(verdicts[i]["prompt"])
-    grid(rows, labels, label_width=300, headers=names).save(path)
-    return path
-
+# The ceiling (docs/alignment_guidance.md): the AGSM target applied by the frozen model at sampling, with the setting
+# each model's development-suite sweep chose (docs/study.md, "The ceiling"; scripts/run_ceiling_study.sh).
+CEILING = {
+    "sd15": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
+    "sdxl": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
+    "sd3": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
+}
+VARIANTS = ("base", "softrepa", "agsm", "ceiling")
+# The paired comparisons each section reports, headline first.
+COMPARISONS = [("base", "agsm"), ("base", "ceiling"), ("base", "softrepa"), ("softrepa", "agsm")]
 
 # Rough CPU seconds per training step (both methods together count twice) and per image generated and judged, one
-# thread, from the 2026-12 demo runs; they only order the jobs, costliest first, so the two workers finish together.
+# thread, from the 2026-12 demo runs; the ceiling draws K - 1 = 3 extra predictions per step (x2.2 measured,
+# benchmarks/align_guidance.py). They only order the jobs, costliest first, so the workers finish together.
 STEP_SECONDS = {"sd15": 0.063, "sdxl": 0.066, "sd3": 0.31}
 IMAGE_SECONDS = {"sd15": 0.05, "sdxl": 0.05, "sd3": 0.37}
+CEILING_COST = 2.2
 SUITE_PROMPTS = 300  # the shipped suite
 
 
 @dataclass(frozen=True)
 class Job:
     """One unit of the demo's work: train a backbone's tokens (both methods, one shared cache), or evaluate one
-    variant at one evaluation seed (after its backbone's training, except the base)."""
+    variant (after its backbone's training, except the base and the ceiling, which need none)."""
 
     kind: str  # "train" | "eval"
     backbone: str
     variant: str = ""
-    seed: int = 0
 
     def cost(self, budget: dict) -> float:
         if self.kind == "train":
             return STEP_SECONDS[self.backbone] * budget["steps"] * len(METHODS[self.backbone])
         prompts = SUITE_PROMPTS if budget["per_category"] is None else budget["per_category"] * len(CATEGORIES)
-        return IMAGE_SECONDS[self.backbone] * prompts * budget["images_per_prompt"]
+        factor = CEILING_COST if self.variant == "ceiling" else 1.0
+        return IMAGE_SECONDS[self.backbone] * prompts * budget["images_per_prompt"] * factor
 
 
 def train_job(backbone: str, budget: dict, out: Path, data: Path) -> tuple[dict[str, Path], float]:
@@ -137,40 +137,62 @@ def train_job(backbone: str, budget: dict, out: Path, data: Path) -> tuple[dict[
     return tokens, (time.perf_counter() - started) / 60
 
 
-def eval_job(backbone: str, budget: dict, out: Path, name: str, token_file: Path | None, seed: int
-             ) -> tuple[dict, float]:
-    """One variant at one evaluation seed on the suite; (the result with its images, seconds)."""
+def ceiling_hook(backbone: str):
+    from .guidance import AlignmentGuidance, make_negatives
+    from .shapes.suite import load_eval_suite
+
+    setting = CEILING[backbone]
+    texts = [line["prompt"] for line in load_eval_suite(None)]
+    negatives = make_negatives(setting["negatives"], texts)
+    return AlignmentGuidance(negatives, setting["gamma"], setting["temperature"], setting["where"],
+                             description=f"{setting['negatives']}, K=4, seed 0")
+
+
+def eval_job(backbone: str, budget: dict, out: Path, name: str, token_file: Path | None) -> tuple[dict, float]:
+    """One variant on the suite at image seed 0; (the result with its images, seconds)."""
     started = time.perf_counter()
-    result = evaluate_shapes(BACKBONES[backbone], out / "eval" / name / f"seed{seed}", tokens=token_file, seed=seed,
+    hook = ceiling_hook(backbone) if name == "ceiling" else None
+    result = evaluate_shapes(BACKBONES[backbone], out / "eval" / name, tokens=token_file, seed=0,
                              per_category=budget["per_category"], keep_images=True,
                              images_per_prompt=budget["images_per_prompt"], uncond_tokens=UNCOND_TOKENS[backbone],
+                             sampling_hook=hook,
                              overwrite=True)  # the demo retrains on every run: its old evaluations are not kept
     return result, time.perf_counter() - started
 
 
-def section_of(backbone: str, budget: dict, out: Path, runs: dict[str, list[dict]], seconds: dict[str, float],
+def section_of(backbone: str, budget: dict, out: Path, runs: dict[str, dict], seconds: dict[str, float],
                training_minutes: float) -> tuple[Section, dict, dict]:
-    """The report's section for one backbone, from its evaluations (per variant, in seed order)."""
+    """The report's section for one backbone, from its evaluations (one per variant, same seeds)."""
     model = BACKBONES[backbone]
-    # generation and judging throughput per variant (tokens cost a little at sampling)
-    images_per_s = {n: round(sum(len(r["verdicts"]) for r in rs) / seconds[n], 2) for n, rs in runs.items()}
+    images_per_s = {n: round(len(r["verdicts"]) / seconds[n], 2) for n, r in runs.items()}
     minutes = training_minutes + sum(seconds.values()) / 60
-    table = summarise(runs)
+    table = summarise({n: [r] for n, r in runs.items()})
+    paired = paired_rows(runs, COMPARISONS)
+    headline = paired[0]
+    grid_path, differ, total = disagreement_grid(runs, out / "side_by_side.png")
+    c = CEILING[backbone]
     intro = (f"Base model: {model.name} (shipped). SoftREPA and AGSM tokens trained with the same budget: "
              f"{budget['steps']} steps x 4 images x 4 captions on {budget['train_images']} ShapesWorld images. "
-             f"Suite: {len(runs['base'][0]['verdicts'])} images per seed ({budget['images_per_prompt']} per prompt), "
-             f"evaluation seeds {list(budget['seeds'])}, sampler {runs['base'][0]['sampler']}, "
-             f"tokens in the unconditional branch: psi{'-' if UNCOND_TOKENS[backbone] == 'negative' else '+'}. "
-             f"One training seed per method: the ± is the spread over evaluation seeds; "
-             f"{STUDY_SPREAD[backbone]} "
+             f"Ceiling: no tokens; the AGSM target applied by the frozen model at every sampling step "
+             f"({c['negatives']} negatives, K=4, gamma {c['gamma']:g}, T {c['temperature']:g}, {c['where']}; chosen on "
+             f"the development suite, docs/study.md). Suite: {total} images ({budget['images_per_prompt']} per prompt, "
+             f"image seed 0, the same in every column), sampler {runs['base']['sampler']}, tokens in the "
+             f"unconditional branch: psi{'-' if UNCOND_TOKENS[backbone] == 'negative' else '+'}. One training seed per "
+             f"method; {STUDY_SPREAD[backbone]} Headline (AGSM against the base, paired): "
+             f"{headline['diff']:+.3f} [{headline['ci_low']:+.3f}, {headline['ci_high']:+.3f}], "
+             f"{'resolved' if headline['resolved'] else 'not resolved by this suite (the interval holds 0)'}. "
+             f"{differ} of {total} images get a different verdict in some column; the grid shows those. "
              f"{minutes:.1f} worker-min (training {training_minutes:.1f} min); images generated and judged per "
              f"second: {', '.join(f'{n} {v}' for n, v in images_per_s.items())}.")
-    section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"),
-                      side_by_side({n: r[0] for n, r in runs.items()}, out / "side_by_side.png"))
-    summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")} for r in rs]
-               for n, rs in runs.items()}
-    return section, summary, {"methods": METHODS[backbone], "budget": budget, "minutes": round(minutes, 2),
-                              "training_minutes": round(training_minutes, 2), "images_per_s": images_per_s}
+    section = Section(backbone, intro, table, bar_chart(table, out / "accuracy.png"), grid_path,
+                      paired=paired_markdown(paired),
+                      grid_caption=f"Rows: images whose verdicts differ between the columns ({differ} of {total}; up "
+                                   f"to 2 per category).")
+    summary = {n: [{k: r[k] for k in ("accuracy", "mean", "overcount_rate", "seed")}] for n, r in runs.items()}
+    summary["paired"] = [{k: v for k, v in row.items() if k != "confidence"} for row in paired]
+    return section, summary, {"methods": METHODS[backbone], "ceiling": c, "budget": budget,
+                              "minutes": round(minutes, 2), "training_minutes": round(training_minutes, 2),
+                              "images_per_s": images_per_s, "verdicts_differ": [differ, total]}
 
 
 def _use_threads(threads: int) -> None:
@@ -196,15 +218,15 @@ class _InlineExecutor:
 
 
 def run_all(backbones: list[str], budgets: dict, out: Path, jobs: int) -> dict[str, tuple[Section, dict, dict]]:
-    """Every backbone's section. The work is cut into jobs (training per backbone, evaluation per variant and seed)
-    run in `jobs` worker processes, costliest ready job first: with whole backbones per worker one worker idled for
+    """Every backbone's section. The work is cut into jobs (training per backbone, evaluation per variant) run in
+    `jobs` worker processes, costliest ready job first: with whole backbones per worker one worker idled for
     minutes at the end (11.8 min in all for 10.7 min of work per worker)."""
     sizes = {budgets[b]["train_images"] for b in backbones}
     # written once, before any worker reads them
     datasets = {n: write_training_set(out / f"data-{n}", n=n, seed=1) for n in sorted(sizes)}
-    ready = [Job("train", b) for b in backbones] + [Job("eval", b, "base", s) for b in backbones
-                                                   for s in budgets[b]["seeds"]]
-    tokens: dict[str, dict] = {b: {"base": None} for b in backbones}
+    # the base and the ceiling need no training: they start at once
+    ready = [Job("train", b) for b in backbones] + [Job("eval", b, v) for b in backbones for v in ("base", "ceiling")]
+    tokens: dict[str, dict] = {b: {"base": None, "ceiling": None} for b in backbones}
     training_minutes: dict[str, float] = {}
     results: dict[tuple, tuple[dict, float]] = {}
     threads = max(1, torch.get_num_threads() // jobs)
@@ -221,8 +243,7 @@ def run_all(backbones: list[str], budgets: dict, out: Path, jobs: int) -> dict[s
                 if job.kind == "train":
                     future = pool.submit(train_job, b, budgets[b], out / b, datasets[budgets[b]["train_images"]])
                 else:
-                    future = pool.submit(eval_job, b, budgets[b], out / b, job.variant, tokens[b][job.variant],
-                                         job.seed)
+                    future = pool.submit(eval_job, b, budgets[b], out / b, job.variant, tokens[b][job.variant])
                 running[future] = job
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -230,14 +251,13 @@ def run_all(backbones: list[str], budgets: dict, out: Path, jobs: int) -> dict[s
                 if job.kind == "train":
                     trained, training_minutes[job.backbone] = future.result()
                     tokens[job.backbone].update(trained)
-                    ready += [Job("eval", job.backbone, name, s) for name in trained
-                              for s in budgets[job.backbone]["seeds"]]
+                    ready += [Job("eval", job.backbone, name) for name in trained]
                 else:
-                    results[(job.backbone, job.variant, job.seed)] = future.result()
+                    results[(job.backbone, job.variant)] = future.result()
     sections = {}
     for b in backbones:
-        runs = {n: [results[(b, n, s)][0] for s in budgets[b]["seeds"]] for n in tokens[b]}
-        seconds = {n: sum(results[(b, n, s)][1] for s in budgets[b]["seeds"]) for n in tokens[b]}
+        runs = {n: results[(b, n)][0] for n in VARIANTS}
+        seconds = {n: results[(b, n)][1] for n in VARIANTS}
         sections[b] = section_of(b, budgets[b], out / b, runs, seconds, training_minutes[b])
     return sections
 
@@ -265,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     for backbone in args.backbones:
         section, summary[backbone], notes[backbone] = results[backbone]
         sections.append(section)
-        print(f"\n{backbone}: {section.intro}\n\n{markdown_table(section.table)}", flush=True)
+        print(f"\n{backbone}: {section.intro}\n\n{markdown_table(section.table)}\n\n{section.paired}", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
     intro = (f"Ran `make demo{' DEMO_ARGS=--fast' if args.fast else ''}` ({', '.join(args.backbones)}) in "

@@ -12,12 +12,14 @@ extra images beside its own, which its run.json does not describe. --overwrite d
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from .utils.atomic_files import write_json, write_png
 from .backbones.base import load_stock_pipeline
+from .backbones.model_source import resolve_model
 from .backbones.variants import BackboneVariant, apply_variant
 from .draw import draw_batches
 from .utils.devices import dtype_name, resolve_device_and_dtype
@@ -27,14 +29,18 @@ from .backbones.sampler_defaults import resolve_sampler_settings
 
 
 def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
-                  variant: BackboneVariant | None = None):
-    """The stock pipeline of a local folder on `device` in `dtype` (either may be 'auto', see agsm.utils.devices), with
-    DDIM for UNet models and diffusers' own per-step bar off (our commands show one bar per job). `variant`: another
-    denoiser and/or a LoRA in place of the folder's own (agsm.backbones.variants)."""
+                  variant: BackboneVariant | None = None, *, revision: str | None = None,
+                  weights_variant: str | None = None):
+    """The stock pipeline of a local folder or a Hugging Face Hub id (at `revision`, with diffusers' `weights_variant`
+    such as fp16; agsm.backbones.model_source: a local folder always wins, a cached id loads offline) on `device` in
+    `dtype` (either may be 'auto', see agsm.utils.devices), with DDIM for UNet models and diffusers' own per-step bar
+    off (our commands show one bar per job). `variant`: another denoiser and/or a LoRA in place of the model's own
+    (agsm.backbones.variants)."""
     from diffusers import DDIMScheduler
 
     device, dtype = resolve_device_and_dtype(device, dtype)
-    pipe = apply_variant(load_stock_pipeline(model, dtype), variant)
+    source = resolve_model(model, revision, weights_variant)
+    pipe = apply_variant(load_stock_pipeline(source.folder, dtype, source.weights_variant), variant)
     if hasattr(pipe.scheduler, "alphas_cumprod"):  # the paper samples UNet models with DDIM
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -88,13 +94,15 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
            guidance: float | None = None, size: int | None = None, uncond_tokens: str = "positive",
            device: str = "auto", dtype: str | torch.dtype = "auto", negative_prompt: str | None = None,
            images_per_prompt: int = 1, batch_size: int = 4, show_progress: bool = True,
-           token_scale: float = 1.0, variant: BackboneVariant | None = None, overwrite: bool = False) -> list[Path]:
+           token_scale: float = 1.0, variant: BackboneVariant | None = None, overwrite: bool = False,
+           align=None) -> list[Path]:
     """Draw `images_per_prompt` images of each prompt into out_dir and write run.json; returns the image paths.
 
     steps / guidance None: the model's recommended sampler, else its architecture's (agsm.backbones.sampler_defaults).
     token_scale: how strongly the tokens act, 0 (the base model) to 1 (as trained); see agsm.set_soft_tokens_scale.
     variant: another denoiser and/or a LoRA on the model (agsm.backbones.variants), applied before the tokens.
     overwrite: delete the images and run.json already in out_dir (else such a folder is refused, before loading).
+    align: agsm.guidance.options.AlignOptions, to sample with alignment guidance (docs/alignment_guidance.md).
     """
     for name, value in (("images-per-prompt", images_per_prompt), ("batch-size", batch_size)):
         if value < 1:
@@ -103,11 +111,13 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
         raise ValueError(f"--size {size} must be at least 8 pixels")
     if token_scale != 1.0 and not tokens:
         raise ValueError(f"--token-scale {token_scale} needs --tokens (without tokens the base model is drawn)")
+    aligned = align.guidance_for(prompts) if align is not None else None  # negatives first: errors before loading
     out = Path(out_dir)
     if out.is_dir() and not overwrite:
         prepare_out_folder(out, overwrite=False)  # refuse before paying for the model load
     device, dtype = resolve_device_and_dtype(device, dtype)
-    pipe = load_pipeline(model, device, dtype, variant)
+    source = resolve_model(model)  # a Hub id's revision and weights variant ride on a ModelSource (--model-revision)
+    pipe = load_pipeline(source, device, dtype, variant)
     sampler = resolve_sampler_settings(pipe, steps, guidance)
     size = size or default_size(pipe)
     if tokens:
@@ -116,20 +126,23 @@ def sample(model, prompts: list[str], out_dir, seed: int = 0, tokens=None, steps
     per = images_per_prompt
     jobs = [{"file": image_file(p, j), "prompt_index": p, "image_index": j, "prompt": prompt,
              "seed": seed + p * per + j} for p, prompt in enumerate(prompts) for j in range(per)]
-    with progress(total=len(jobs), desc="sampling", unit="img", disable=not show_progress) as bar:
+    with progress(total=len(jobs), desc="sampling", unit="img", disable=not show_progress) as bar, \
+            (aligned.applied(pipe) if aligned is not None else nullcontext()):
         for batch, images in draw_batches(pipe, [job["prompt"] for job in jobs], [job["seed"] for job in jobs],
                                           steps=sampler.steps, guidance=sampler.guidance, batch_size=batch_size,
                                           size=size, negative_prompt=negative_prompt):
             for i, image in zip(batch, images):
                 write_png(out / jobs[i]["file"], image)  # saved per batch: a kill keeps whole images only
             bar.update(len(batch))
-    record = {"model": str(model), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
+    record = {**source.record(), "tokens": str(tokens) if tokens else None, "uncond_tokens": uncond_tokens,
               "token_scale": token_scale, "variant": variant.describe() if variant and not variant.is_stock else None,
               "prompts": list(prompts), "negative_prompt": negative_prompt, "seed": seed,
               "images_per_prompt": per, "batch_size": batch_size, "steps": sampler.steps,
               "guidance": sampler.guidance, "sampler_source": sampler.source,
               "scheduler": type(pipe.scheduler).__name__, "size": size, "device": device, "dtype": dtype_name(dtype),
               "images": jobs}
+    if aligned is not None:  # only then: run.json of plain sampling keeps its keys
+        record["align_guidance"] = {**align.describe(), "negatives_table": aligned.negatives}
     write_json(out / RECORD_NAME, record)
     return [out / job["file"] for job in jobs]
 

@@ -5,7 +5,8 @@
 
 Scales:
 - `toy`: the real classes at toy size (32 px images, 16x16x4 latents, two-layer text encoders): every stage
-  (training, loading, sampling, editing) runs in tests and CI on a CPU. SD1.5, SDXL, SD3.
+  (training, loading, sampling, editing) runs in tests and CI on a CPU. SD1.5, SDXL, SD3 (without T5, or with a
+  two-layer T5 encoder: build_pipeline("sd3", "toy", t5=True)).
 - `full`: the published sizes, for speed and memory benchmarks. SD1.5: UNet 320/640/1280/1280 with
   cross-attention width 768, VAE 128/256/512/512, CLIP ViT-L/14 text encoder (12 layers, width 768, 77
   positions). SD3 medium: MM-DiT of 24 joint blocks, width 1536 (24 heads of 64), patch 2 on 16-channel
@@ -13,8 +14,9 @@ Scales:
   latent channels. T5-XXL is left out (diffusers allows an SD3 pipeline without it), so text is CLIP only.
 - The ShapesWorld base models' own sizes are in shapes/tiny_models.py, built from the parts below.
 Parts: `word_tokenizer` (a CLIP-like word-level tokenizer over a fixed vocabulary, wrapped as a stock
-PreTrainedTokenizerFast), `clip_text_encoder`, `vae`, `unet`, `ddim_scheduler`, `flow_scheduler`; the MM-DiT is
-SD3Transformer2DModel called with its config directly.
+PreTrainedTokenizerFast), `clip_text_encoder`, `t5_tokenizer` and `t5_text_encoder` (SD3's third encoder),
+`vae`, `unet`, `ddim_scheduler`, `flow_scheduler`; the MM-DiT is SD3Transformer2DModel called with its config
+directly.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 WORDS = ("a an the and of to on in with above below left right one two three four red green blue yellow "
          "purple orange white black circle square triangle circles squares triangles cat dog photo").split()
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
+T5_PAD, T5_EOS = "<pad>", "</s>"
 SCALES = ("toy", "full")
 
 
@@ -66,6 +69,36 @@ def clip_text_encoder(tokenizer, hidden: int, layers: int = 2, heads: int = 4, p
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             pad_token_id=tokenizer.pad_token_id, hidden_act=act, projection_dim=projection or hidden)
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def t5_tokenizer(words=WORDS, max_length: int = 256):
+    """A T5-like word-level tokenizer: ids <pad> 0, </s> 1, <unk> 2, then `words`; a caption is its words and </s>,
+    with no start token, padded with <pad> (T5's layout), wrapped as a stock PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys([T5_PAD, T5_EOS, UNK, *words]))}
+    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {T5_EOS}", special_tokens=[(T5_EOS, vocab[T5_EOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=T5_EOS, pad_token=T5_PAD, unk_token=UNK,
+                                   model_max_length=max_length)
+
+
+def t5_text_encoder(tokenizer, width: int, layers: int = 2, heads: int = 4):
+    """A T5EncoderModel (SD3's third text encoder) of `width` = the transformer's joint_attention_dim, since the
+    pipeline places its states beside the CLIP states padded to that width. Relative positions, gated GELU as T5
+    v1.1, no dropout."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=width, d_kv=width // heads, d_ff=2 * width,
+                      num_layers=layers, num_heads=heads, relative_attention_num_buckets=8,
+                      relative_attention_max_distance=64, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    return T5EncoderModel(config)
 
 
 def vae(channels: tuple[int, ...], sample_size: int, latent_channels: int = 4, layers_per_block: int = 1,
@@ -146,11 +179,13 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         tokenizer=tokenizer, tokenizer_2=word_tokenizer(), unet=xl_unet, scheduler=ddim_scheduler(prediction_type))
 
 
-def tiny_sd3_pipeline(seed: int = 0, dual_attention_layers: tuple[int, ...] = (0,)):
-    """StableDiffusion3Pipeline with SD3's architecture at toy size: two CLIP encoders with projection, no T5,
-    an MM-DiT (joint blocks, the first ones with SD3.5's dual attention), a flow-matching Euler scheduler.
+def tiny_sd3_pipeline(seed: int = 0, dual_attention_layers: tuple[int, ...] = (0,), t5: bool = False):
+    """StableDiffusion3Pipeline with SD3's architecture at toy size: two CLIP encoders with projection, no T5
+    (with `t5`, a two-layer T5 encoder), an MM-DiT (joint blocks, the first ones with SD3.5's dual attention), a
+    flow-matching Euler scheduler.
 
     32 px images, 16x16x4 latents, patch 2. The VAE needs explicit shift and scaling factors (None breaks decoding).
+    The T5 encoder is built last, so every other weight is the same as without it for the same seed.
     """
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
@@ -163,11 +198,14 @@ def tiny_sd3_pipeline(seed: int = 0, dual_attention_layers: tuple[int, ...] = (0
         pooled_projection_dim=2 * proj, pos_embed_max_size=16, dual_attention_layers=dual_attention_layers)
     toy_vae = _toy_vae()
     toy_vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    clip_1 = clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2)
+    clip_2 = clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2)
+    tokenizer_3 = t5_tokenizer() if t5 else None
+    text_encoder_3 = t5_text_encoder(tokenizer_3, transformer.config.joint_attention_dim) if t5 else None
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=flow_scheduler(), vae=toy_vae,
-        text_encoder=clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2), tokenizer=tokenizer,
-        text_encoder_2=clip_text_encoder(tokenizer, width, projection=proj, mlp_ratio=2),
-        tokenizer_2=word_tokenizer(eos_last=True), text_encoder_3=None, tokenizer_3=None)
+        transformer=transformer, scheduler=flow_scheduler(), vae=toy_vae, text_encoder=clip_1, tokenizer=tokenizer,
+        text_encoder_2=clip_2, tokenizer_2=word_tokenizer(eos_last=True), text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3)
 
 
 # --- full scale ---------------------------------------------------------------------------------------------------

@@ -91,9 +91,10 @@ def _quiet_image_processor_fallback() -> None:
         logger.addFilter(_ImageProcessorFallbackNotice())
 
 
-def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
-    """DiffusionPipeline.from_pretrained on a local folder; components saved as None (SD3 without T5, SD without
-    a safety checker) are passed as None, as the stock loader requires."""
+def load_stock_pipeline(path, dtype: torch.dtype = torch.float32, weights_variant: str | None = None):
+    """DiffusionPipeline.from_pretrained on a local folder (model_source.resolve_model turns a Hub id into one);
+    components saved as None (SD3 without T5, SD without a safety checker) are passed as None, as the stock loader
+    requires. `weights_variant`: diffusers' `variant`, e.g. fp16 for the *.fp16.safetensors weights."""
     from diffusers import DiffusionPipeline
 
     from ..utils.progress import library_bars_off_in_logs
@@ -108,6 +109,8 @@ def load_stock_pipeline(path, dtype: torch.dtype = torch.float32):
     if "safety_checker" in index:  # never used here: evaluation follows the paper, without the NSFW filter
         absent["safety_checker"] = None
     extra = {"requires_safety_checker": False} if "requires_safety_checker" in index else {}
+    if weights_variant:
+        extra["variant"] = weights_variant
     _quiet_image_processor_fallback()
     with library_bars_off_in_logs():
         return DiffusionPipeline.from_pretrained(str(path), **{_dtype_keyword(): dtype}, **absent, **extra)

@@ -12,7 +12,8 @@ images are never all in memory.
 
 A build writes into a temporary sibling folder, writes `index.json` last and renames the folder into
 place, so an interrupted build never leaves a folder that looks finished; the temporary folders of builds
-whose process died are removed at the next build.
+whose process died are removed at the next build. Processes of one machine that reach an unbuilt cache together
+(the ranks of a multi-GPU run) build it once: the others wait for it (data/builders.py).
 
 Random flips (random_flip=True, data.random_flip): each image is also encoded mirrored, stored as a second latent
 row ("flipped") beside its own, and the training step picks one of the two per image. Mirroring the latent instead
@@ -31,9 +32,6 @@ import json
 import logging
 import os
 import shutil
-import socket
-import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +39,7 @@ import torch
 from ..utils.progress import progress as progress_bar
 
 from ..backbones.base import Encoder
+from .builders import OWNER_FILE, one_builder, remove_abandoned_builds, start_build
 from .caption_length import long_captions, warn_long_captions
 from .dataset import EncodedDataset
 from .errors import DamagedCacheError, DataError
@@ -52,8 +51,7 @@ from .sources import Record, RecordSource
 log = logging.getLogger("agsm.data")
 
 FORMAT = 1  # bump when the folder layout changes, so old caches are not misread
-OWNER_FILE = ".builder.json"
-FLIPPED = "flipped"  # the shard key of the mirrored images' latents (random_flip)  # pid and host of the process building a temporary folder
+FLIPPED = "flipped"  # the shard key of the mirrored images' latents (random_flip)
 
 
 def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, resolution: int,
@@ -88,57 +86,44 @@ def build_or_load_cache(records: list[Record] | RecordSource, encoder: Encoder, 
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     cache_root = Path(cache_root)
     folder = cache_root / key
-    if (folder / "index.json").is_file():
-        try:
-            dataset = EncodedDataset(folder, encoder)
-            log.info("using the cached encoding in %s", folder)
-            warn_long_captions(dataset.index.get("long_captions"))
-            return dataset
-        except DamagedCacheError as exc:
-            log.warning("the cache %s is damaged (%s); rebuilding it", folder, exc.detail)
-            shutil.rmtree(folder)
-
+    dataset = _finished(folder, encoder, remove_damaged=False)
+    if dataset is not None:
+        return dataset
     cache_root.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_builds(cache_root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_root))
-    (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    try:
-        index = _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size,
-                       progress, tmp, center_crop, random_flip)
-        index.update(key=key, inputs=inputs)
-        warn_long_captions(index["long_captions"])
-        # index.json is the completion mark: written last, and only inside the temporary folder.
-        (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
-        (tmp / OWNER_FILE).unlink()
-        _publish(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with one_builder(cache_root):
+        dataset = _finished(folder, encoder, remove_damaged=True)  # built by another process while this one waited
+        if dataset is not None:
+            return dataset
+        remove_abandoned_builds(cache_root)
+        tmp = start_build(cache_root, key)
+        try:
+            index = _build(records, encoder, resolution, min_size, dtype, cache_text, batch_size, shard_size,
+                           progress, tmp, center_crop, random_flip)
+            index.update(key=key, inputs=inputs)
+            warn_long_captions(index["long_captions"])
+            # index.json is the completion mark: written last, and only inside the temporary folder.
+            (tmp / "index.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+            (tmp / OWNER_FILE).unlink()
+            _publish(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return EncodedDataset(folder, encoder)
 
 
-def remove_abandoned_builds(cache_root: Path) -> None:
-    """Delete temporary build folders whose builder died (same host, process gone); other hosts' are left alone.
-
-    Folders from before builders recorded themselves are removed once they are a day old."""
-    for tmp in Path(cache_root).glob(".*.tmp-*"):
-        try:
-            owner = json.loads((tmp / OWNER_FILE).read_text())
-            abandoned = owner.get("host") == socket.gethostname() and not _process_alive(int(owner["pid"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            abandoned = time.time() - tmp.stat().st_mtime > 24 * 3600
-        if abandoned:
-            log.info("removing the unfinished cache build %s", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
+def _finished(folder: Path, encoder: Encoder, remove_damaged: bool) -> EncodedDataset | None:
+    """The finished cache in `folder`, or None: not built, or damaged (then deleted, when `remove_damaged`)."""
+    if not (folder / "index.json").is_file():
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+        dataset = EncodedDataset(folder, encoder)
+    except DamagedCacheError as exc:
+        if remove_damaged:
+            log.warning("the cache %s is damaged (%s); rebuilding it", folder, exc.detail)
+            shutil.rmtree(folder)
+        return None
+    log.info("using the cached encoding in %s", folder)
+    warn_long_captions(dataset.index.get("long_captions"))
+    return dataset
 
 
 def content_hash(records: list[Record] | RecordSource) -> str:

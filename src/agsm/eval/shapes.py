@@ -10,6 +10,7 @@ Batches keep their boundaries (--batch-size), so every image is drawn exactly as
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..draw import draw_images
@@ -30,14 +31,17 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
                     steps: int | None = None, guidance: float | None = None,
                     uncond_tokens: str = "positive", per_category: int | None = None, pipe=None,
                     keep_images: bool = False, batch_size: int = 50, device: str = "cpu",
-                    dtype="float32", show_progress: bool = True, variant=None, overwrite: bool = False) -> dict:
+                    dtype="float32", show_progress: bool = True, variant=None, overwrite: bool = False,
+                    sampling_hook=None) -> dict:
     """Score one model (+ tokens) on the suite; `per_category` keeps the first N prompts of each category.
 
     steps / guidance None: the model's recommended sampler (the shipped models: 25 steps, guidance sd15 6, sd3 5),
     else its architecture's (agsm.backbones.sampler_defaults). device / dtype ('auto' allowed) are ignored when `pipe` is
     given; a run resumes only in the precision it started with. variant: another denoiser and/or a LoRA on the
     model (agsm.backbones.variants), part of the run's identity. A folder holding a run with other settings is
-    refused, or with `overwrite` started afresh (agsm.eval.resumable: the one resume policy).
+    refused, or with `overwrite` started afresh (agsm.eval.resumable: the one resume policy). sampling_hook: an
+    object with `identity()` (a JSON dict, recorded in the run's settings: part of its identity) and `applied(pipe)`
+    (a context manager under which every batch is drawn), e.g. agsm.guidance.AlignmentGuidance.
     """
     if images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt {images_per_prompt} must be >= 1")
@@ -60,6 +64,8 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
     if variant is not None and not variant.is_stock:  # only then, so runs of the stock model resume as before
         settings["variant"] = {**variant.describe(), "files": [folder_stamp(p) if Path(p).is_dir() else file_digest(p)
                                                               for p in (variant.denoiser, variant.lora) if p]}
+    if sampling_hook is not None:  # only then, as for variants: runs without one resume as before
+        settings["sampling_hook"] = sampling_hook.identity()
     run = ResumableRun(out, settings, overwrite=overwrite)
     done = run.entries
     batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
@@ -71,7 +77,8 @@ def evaluate_shapes(model, out, tokens=None, prompts=None, images_per_prompt: in
         steps, guidance = resolve_sampler(pipe, steps, guidance)
         run.resolve({"sampler": sampler_record(pipe, steps, guidance)})
         with progress(total=sum(len(b) for b in todo), desc="eval shapes", unit="img",
-                      disable=not show_progress) as bar:
+                      disable=not show_progress) as bar, \
+                (sampling_hook.applied(pipe) if sampling_hook is not None else nullcontext()):
             for batch in todo:
                 _draw_batch(pipe, run, [(i, *jobs[i]) for i in batch], seed, steps, guidance)
                 bar.update(len(batch))

@@ -128,5 +128,6 @@ def agsm_step(denoiser, batch: PairBatch, config, generator: torch.Generator) ->
 
 
 register(MethodSpec("agsm", AgsmOptions, agsm_step, data="captions", trains="tokens", token_sets=agsm_token_sets,
+                    batch_coupling="in-batch negatives: each image's softmax weights run over its batch's captions",
                     about="AGSM: score matching towards targets shifted by the model's implicit alignment reward "
                           "(soft tokens psi+ and psi-)"))

@@ -11,6 +11,8 @@ A spec says everything the trainer (training/loop.py, training/backbone_trainabl
     trains       tokens (soft tokens on a frozen backbone) | backbone (a LoRA or the whole denoiser, section `tune`)
     token_sets   options -> how many token sets the tokens hold (AGSM: psi+ and psi-)
     unet_only    why the method needs a UNet backbone ('' when any backbone does)
+    batch_coupling  how the loss ties a batch's samples together ('' when it is a mean of per-sample losses): gradient
+                 accumulation (train.gradient_accumulation_steps) then cannot equal one larger batch, and says so
     about        one line for `agsm train --help`
 
 Adding a method is one file: its options, its step, and a `register(MethodSpec(...))` at the bottom; importing
@@ -42,6 +44,7 @@ class MethodSpec:
     token_sets: Callable[[MethodOptions], int] = one_token_set
     unet_only: str = ""
     about: str = ""
+    batch_coupling: str = ""
 
     def __post_init__(self):
         if self.data not in DATA_CHOICES:

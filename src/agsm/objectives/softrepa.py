@@ -56,4 +56,5 @@ def softrepa_step(denoiser, batch: PairBatch, config, generator: torch.Generator
 
 
 register(MethodSpec("softrepa", SoftrepaOptions, softrepa_step, data="captions", trains="tokens",
+                    batch_coupling="in-batch negatives: each image's contrastive logits run over its batch's captions",
                     about="SoftREPA (Lee et al. 2025): contrastive soft tokens, one set"))

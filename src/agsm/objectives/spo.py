@@ -207,4 +207,5 @@ def _score(denoiser, candidates: torch.Tensor, schedule, ranked: int, texts: lis
 
 register(MethodSpec("spo", SpoOptions, spo_step, data="prompts", trains="backbone",
                     unet_only="runs DDIM (inversion or sampling)",
+                    batch_coupling="one ranked sampling step per batch, and the mean over the pairs that batch forms",
                     about="SPO (Liang et al.): the backbone, on its own samples ranked at each step by a scorer"))

@@ -80,17 +80,22 @@ class Section:
     table: dict
     chart: Path
     grid: Path
+    paired: str = ""        # a markdown table of paired differences (report/paired_sections.py), if any
+    grid_caption: str = ""  # what the grid's rows are, when not the first prompts of each category
 
 
 def write_report(out: Path, title: str, intro: str, sections: list[Section], notes: str) -> None:
     md, body = [f"# {title}", "", intro, ""], [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     for sec in sections:
         heading = f"{sec.title}: accuracy on the ShapesWorld suite (mean ± std over evaluation seeds)"
-        columns = "Columns: " + ", ".join(sec.table) + ". Frames: green = judged correct, red = wrong."
-        md += [f"## {heading}", "", sec.intro, "", markdown_table(sec.table), "",
+        columns = (sec.grid_caption + " " if sec.grid_caption else "") + "Columns: " + ", ".join(sec.table) + \
+            ". Frames: green = judged correct, red = wrong."
+        paired_md = [sec.paired, ""] if sec.paired else []
+        md += [f"## {heading}", "", sec.intro, "", markdown_table(sec.table), "", *paired_md,
                f"![accuracy per category]({sec.chart.relative_to(out)})", "", f"### {sec.title}: same prompts, same seeds",
                "", columns, "", f"![side by side]({sec.grid.relative_to(out)})", ""]
         body += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(sec.intro)}</p>", _html_table(sec.table),
+                 f"<pre>{html.escape(sec.paired)}</pre>" if sec.paired else "",
                  f'<img src="data:image/png;base64,{_b64(sec.chart)}" alt="accuracy per category">',
                  f"<h3>{html.escape(sec.title)}: same prompts, same seeds</h3>", f"<p>{html.escape(columns)}</p>",
                  f'<img src="data:image/png;base64,{_b64(sec.grid)}" alt="side by side">']

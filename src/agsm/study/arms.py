@@ -60,6 +60,37 @@ def arm_config(backbone: str, method: str, seed: int, steps: int, data: Path, ou
     return load_config(None, overrides)
 
 
+def noisy_training_set(clean: Path, share: float, seed: int = 0) -> Path:
+    """A copy of `clean` in which `share` of the captions misdescribe their image by one attribute (as web captions
+    do): the noisy-caption control of docs/study.md. Images are linked, not copied; which captions changed is kept in
+    each record ("noisy": the true caption)."""
+    import os
+    import random
+
+    from ..data.perturb import perturb_shapes
+
+    out = clean.parent / f"{clean.name}-noisy{round(share * 100)}"
+    if (out / "metadata.jsonl").exists():
+        return out
+    rng = random.Random(seed)
+    records = [json.loads(line) for line in (clean / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    tmp = out.parent / f".{out.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for record in records:
+        link = tmp / record["file_name"]
+        if not link.exists():
+            os.symlink((clean / record["file_name"]).resolve(), link)
+        if rng.random() < share:
+            changed = perturb_shapes(record["text"], rng)  # (caption, which attribute) or None
+            if changed and changed[0] != record["text"]:
+                record = {**record, "text": changed[0], "noisy": record["text"], "noise_kind": changed[1]}
+        lines.append(json.dumps(record))
+    (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    tmp.rename(out)  # appears whole or not at all
+    return out
+
+
 def evaluate(backbone: str, tokens, out: Path, prompts: Path, tag: str, images_per_prompt: int, per_category,
              guidance=None, pipe=None, uncond_tokens: str = "positive", model: str | Path | None = None) -> dict:
     result = evaluate_shapes(model or BACKBONES[backbone], out / f"grids-{tag}", tokens=tokens, prompts=prompts,
@@ -93,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
                       uncond_tokens_help="tokens in the unconditional branch at sampling (tag suffix -u<choice> "
                                          "unless positive)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate existing token files, never train")
+    parser.add_argument("--noisy-captions", type=float, default=0.0,
+                        help="train on a copy of the data in which this share of captions misdescribes its image by "
+                             "one attribute (the noisy-caption control); give the arm its own --name")
     parser.add_argument("--out", default="runs/study")
     args = parser.parse_args(argv)
 
@@ -113,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = write_training_set(root / "data-2000", **TRAIN_SET) if not (root / "data-2000" / "metadata.jsonl").exists() \
         else root / "data-2000"
+    if not 0.0 <= args.noisy_captions <= 1.0:
+        raise SystemExit(f"--noisy-captions {args.noisy_captions} must be a share between 0 and 1")
+    if args.noisy_captions:
+        data = noisy_training_set(data, args.noisy_captions)
     extra = parse_overrides([f"--{s}" for s in args.set])
     from ..pipelines import unload_soft_tokens
     for seed in args.seeds:

@@ -9,7 +9,8 @@ num_tokens (N: every token of a set, all blocks together, SoftTokens.total_token
 is per block), num_buckets, method, settings (JSON), step, weights (online or ema: the
 trained tokens or their moving average; absent in older files), trained_on (JSON: the model folder's name, the
 denoiser and LoRA it was swapped for, and the denoiser's content hash, agsm.backbones.variants; absent in older
-files), and digest (SHA-256 of the
+files), imported_from (JSON: the source files and their SHA-256, for tokens that `agsm import-tokens` read from
+another code's files; absent otherwise), and digest (SHA-256 of the
 metadata and tensors, tokens/checks.py). Non-finite tokens are never written, and a file that is non-finite,
 inconsistent or changed after writing is refused on load.
 """
@@ -34,10 +35,11 @@ FILE_NAME = "soft_tokens.safetensors"
 
 
 def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, placement: dict, method: str,
-                settings: dict, step: int, weights: str | None = None, trained_on: dict | None = None) -> Path:
+                settings: dict, step: int, weights: str | None = None, trained_on: dict | None = None,
+                imported_from: dict | None = None) -> Path:
     """Write atomically (temp file then rename) so a crash never leaves a truncated token file. `weights`
     ('online' or 'ema') records which of the run's token modules these are; `trained_on` which backbone
-    (variants.trained_on)."""
+    (variants.trained_on); `imported_from` the files tokens trained elsewhere were read from (authors_tokens.py)."""
     path = Path(path)
     tensors = {"psi_pos": tokens.sets[0], "time_table": tokens.time_table}
     if tokens.num_sets > 1:
@@ -50,6 +52,8 @@ def save_tokens(path: str | Path, tokens: SoftTokens, backbone_info: dict, place
         meta["weights"] = weights
     if trained_on is not None:
         meta["trained_on"] = json.dumps(trained_on, sort_keys=True)
+    if imported_from is not None:
+        meta["imported_from"] = json.dumps(imported_from, sort_keys=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
     bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
     if bad:

@@ -3,8 +3,12 @@
 captions: a PairBatch, this process's images x the batch's captions (gathered from every process with
 train.gather_captions), with hard negatives (perturbed own captions) encoded per step; pairs: a PreferenceBatch of
 preferred and dispreferred latents; prompts: a PromptBatch (SPO samples its own images). Every draw comes from the
-step's generator (step_generator: seeded by seed, step and process), so a resumed run draws what the uninterrupted
-run would have.
+micro-batch's generator (step_generator: seeded by seed, micro-batch and process), so a resumed run draws what the
+uninterrupted run would have.
+
+Micro-batches are counted over the whole run: with train.gradient_accumulation_steps N, update s takes micro-batches
+s N .. s N + N - 1, each with its own images (micro_batch_ids) and generator. With N = 1 a micro-batch is a step, as it
+always was; with N > 1 the run sees the micro-batches that N times as many steps with N = 1 would see.
 """
 from __future__ import annotations
 
@@ -22,7 +26,19 @@ from .config import Config
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of micro-batch `step` (the step itself without accumulation) on process `rank`."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step * 7_919 + rank)
+
+
+def micro_batch_ids(num_images: int, seed: int, micro: int, per_process: int, rank: int,
+                    num_processes: int) -> torch.Tensor:
+    """This process's images of micro-batch `micro`: epoch e is a permutation of the data seeded by seed + e, cut
+    into global batches of per_process x num_processes images (rank-major); an incomplete last batch is dropped."""
+    global_batch = per_process * num_processes
+    epoch, position = divmod(micro, num_images // global_batch)
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed + epoch))
+    first = position * global_batch + rank * per_process
+    return order[first:first + per_process]
 
 
 def load_records(config: Config):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ..backbones.model_source import ModelSource
 from ..objectives import AgsmOptions, MethodOptions
 from .config_help import option_help
 from .config_parsing import (SHIPPED_CONFIGS, _apply_renames, merge_overrides, method_options, parse_overrides,
@@ -33,7 +34,16 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = field(default="", metadata={"help": "a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout)"})
+    path: str = field(default="", metadata={
+        "help": "a local diffusers pipeline folder (SD1.5, SDXL or SD3 layout), else a Hugging Face Hub id "
+                "(owner/name), fetched into the Hub cache (HF_HUB_OFFLINE: from the cache only)"})
+    # diffusers' names: which version of a Hub model, and which of its weight files (docs/loading.md)
+    revision: str = field(default="", metadata={
+        "help": "model.path as a Hub id: the branch, tag or commit to load ('': main); the token file records the "
+                "snapshot's commit"})
+    variant: str = field(default="", metadata={
+        "help": "diffusers' weights variant, e.g. fp16 (loads the *.fp16.safetensors files); '': the default weights. "
+                "Another denoiser or a LoRA is model.denoiser / model.lora"})
     resolution: int | None = field(default=None, metadata={
         "help": "training image size; null: the denoiser's sample_size x the VAE factor"})
     timestep_sampling: str = field(default="uniform", metadata={
@@ -56,6 +66,10 @@ class ModelConfig:
         "help": "fold the LoRA into the denoiser's weights (true) or keep it attached as adapter layers (false)"})
 
     def __post_init__(self):
+        if isinstance(self.path, ModelSource):  # its revision and variant become these options: plain YAML values
+            self.revision = self.revision or self.path.revision or ""
+            self.variant = self.variant or self.path.weights_variant or ""
+            self.path = str(self.path)
         _check(self.resolution is None or self.resolution >= 8, f"model.resolution {self.resolution} must be >= 8")
         _check(self.lora_scale == 1.0 or bool(self.lora),
                f"model.lora_scale {self.lora_scale} needs model.lora (a LoRA to scale)")
@@ -68,7 +82,11 @@ class ModelConfig:
         return {"timestep_sampling": self.timestep_sampling, "timestep_shift": self.timestep_shift,
                 "logit_mean": self.logit_mean, "logit_std": self.logit_std}
 
-    def variant(self):
+    def source(self):
+        """model.path with its revision and weights variant, as the loaders take it (backbones.model_source)."""
+        return ModelSource(self.path, self.revision, self.variant)
+
+    def backbone_variant(self):
         """The backbone variant (another denoiser, a LoRA) these options name; stock when both are empty."""
         from ..backbones.variants import BackboneVariant
 

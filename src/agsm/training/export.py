@@ -131,7 +131,8 @@ def _metadata_from_run(run: Path, folder: Path) -> dict:
         raise checkpoint_files.CheckpointError(f"{folder} was written by an older agsm that kept no token metadata in "
                                           f"checkpoints, and {run} has no config.yaml to read it from")
     log.info("%s keeps no token metadata (an older checkpoint): reading it from %s", folder, config.model.path)
-    backbone = load_backbone(config.model.path, resolution=config.model.resolution, variant=config.model.variant(),
+    backbone = load_backbone(config.model.source(), resolution=config.model.resolution,
+                             variant=config.model.backbone_variant(),
                              **config.model.flow_options())
     placement = placement_for(backbone.family, config.tokens.stages, config.tokens.blocks)
     return token_metadata(backbone.describe(), placement, config.method.name, config.to_dict()["method"],

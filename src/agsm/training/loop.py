@@ -9,8 +9,13 @@ preference objective (Diffusion-DPO, InPO, SPO: a LoRA or the whole denoiser; do
     agsm train --resume runs/sd15-agsm       # the same, with the run's own config.yaml
     agsm train --config ... --overwrite      # start over in a folder that holds a run
 
-Every per-step random draw comes from a generator seeded by (seed, step, process), and the batch order
-from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done. A step with a
+Every per-step random draw comes from a generator seeded by (seed, micro-batch, process), and the batch order
+from (seed, epoch), so a resumed run repeats exactly what the uninterrupted run would have done.
+With train.gradient_accumulation_steps N, one step (an optimiser update: what train.steps, the lr schedule, the EMA,
+logs, validation and checkpoints count) sums the gradients of N micro-batches, each divided by N by accelerate's
+backward, so the update follows their mean; gradients are all-reduced once per update, and the logged loss is the
+micro-batches' mean. Methods whose loss couples a batch (the spec's batch_coupling: in-batch negatives) keep each
+micro-batch's own negatives (docs/method.md, "Batches and accumulation"). A step with a
 non-finite loss or gradient is never applied (training/guard.py); the run folder has one owner (training/run_folder.py).
 What is trained is a small strategy (training/trainables.py): the loop below drives tokens and backbone weights alike.
 What a step takes is built in training/batches.py, what it trains in training/trainables.py.
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, GradientState
 
 from ..backbones.factory import load_backbone
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -34,9 +39,9 @@ from ..data import build_or_load_cache
 from ..objectives import get_method
 from ..utils.counts import count
 from ..utils.progress import progress
-from .run_folder import claim_run_folder, forget_log_after, resume_point
+from .run_folder import check_shared_run_folder, claim_run_folder, forget_log_after, resume_point
 from .trainables import make_trainable
-from .batches import batch_files, batch_size_of, build_step_batch, load_records, step_generator
+from .batches import batch_files, batch_size_of, build_step_batch, load_records, micro_batch_ids, step_generator
 from .guard import StepGuard
 from .speed import prepare_denoiser
 from .trackers import accelerate_log_with, check_report_to, tracker_init_kwargs
@@ -56,16 +61,29 @@ def train(config: Config, resume: bool | str | Path = False, overwrite: bool = F
     start = resume_point(resume, out)  # a --resume PATH that names no checkpoint of this run fails here
     check_report_to(config.train.report_to)  # a missing tracker package fails now, not after the model loads
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                              gradient_accumulation_steps=config.train.gradient_accumulation_steps,
                               log_with=accelerate_log_with(config.train.report_to), project_dir=str(out))
+    # accelerate lets the environment override the count (its DeepSpeed launcher sets it); the loop draws
+    # config.train's micro-batches, so the two must agree.
+    accelerates = accelerator.gradient_accumulation_steps
+    if accelerates != config.train.gradient_accumulation_steps:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+        raise ValueError(f"the environment's ACCELERATE_GRADIENT_ACCUMULATION_STEPS (accelerate launch "
+                         f"--gradient_accumulation_steps sets it) is {accelerates} but "
+                         f"train.gradient_accumulation_steps is {config.train.gradient_accumulation_steps}; set "
+                         "--train.gradient_accumulation_steps and leave accelerate's option out")
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     with contextlib.ExitStack() as cleanup:
         # accelerate keeps its state per process; forget it so a later train() may pick another precision.
         cleanup.callback(AcceleratorState._reset_state, reset_partial_state=False)
+        cleanup.callback(GradientState._reset_state)  # its accumulation count and sync flag too
         if accelerator.is_main_process:
             cleanup.callback(claim_run_folder(out, config, bool(resume), overwrite).release)
         accelerator.wait_for_everyone()
+        check_shared_run_folder(out, accelerator)  # several machines: one shared run folder, or all stop now
         return _train(config, accelerator, out, bool(resume), cleanup, start)
 
 
@@ -73,8 +91,8 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
            start: Path | None = None) -> Path:
     tc = config.train
     records = load_records(config)  # bad data paths fail here, before the model loads
-    backbone = load_backbone(config.model.path, dtype=WEIGHT_DTYPES[tc.mixed_precision],
-                             resolution=config.model.resolution, variant=config.model.variant(),
+    backbone = load_backbone(config.model.source(), dtype=WEIGHT_DTYPES[tc.mixed_precision],
+                             resolution=config.model.resolution, variant=config.model.backbone_variant(),
                              **config.model.flow_options())
     backbone.to(accelerator.device)
     # gradient checkpointing, channels_last, compile; the steps' attention precision (training/speed.py)
@@ -90,8 +108,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
         dataset = build(records, backbone, backbone.resolution, cache_root, cache_text=config.data.cache_text,
                         min_size=config.data.min_size, progress=accelerator.is_main_process, **preprocessing)
     global_batch = tc.images_per_step * accelerator.num_processes
-    steps_per_epoch = dataset.num_images // global_batch
-    if steps_per_epoch == 0:
+    if dataset.num_images // global_batch == 0:
         raise ValueError(f"the dataset has {dataset.num_images} usable images, fewer than one global batch "
                          f"({global_batch}); lower train.images_per_step or add images")
 
@@ -129,26 +146,34 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
     # The bar shows the last logged loss: after a resume, the run's log has it (lines past the checkpoint were just
     # dropped); with none there, the first step reads its own loss, once.
     started, pairs_done, shown_loss = time.perf_counter(), 0, _last_logged_loss(out)
+    accumulation = tc.gradient_accumulation_steps
     while state.step < tc.steps:
         step = state.step
-        epoch, position = divmod(step, steps_per_epoch)
-        order = torch.randperm(dataset.num_images, generator=torch.Generator().manual_seed(tc.seed + epoch))
-        first = position * global_batch + accelerator.process_index * tc.images_per_step
-        ids = order[first:first + tc.images_per_step]
-        generator = step_generator(tc.seed, step, accelerator.process_index)
-        batch = build_step_batch(dataset, ids, generator, accelerator, config, accelerator.device, backbone)
-
-        # The step's attention precision (training/speed.py) over forward and backward alike.
-        with step_context():
-            with accelerator.autocast():
-                loss, logs = step_fn(trainable.denoiser, batch, config.method, generator)
-            accelerator.backward(loss)
+        # Update `step` takes micro-batches step N .. step N + N - 1 (training/batches.py); the gradients add up
+        # between them and are all-reduced once, after the last.
+        loss, logs, pairs, used = 0.0, {}, 0, []
+        for micro in range(step * accumulation, (step + 1) * accumulation):
+            ids = micro_batch_ids(dataset.num_images, tc.seed, micro, tc.images_per_step, accelerator.process_index,
+                                  accelerator.num_processes)
+            generator = step_generator(tc.seed, micro, accelerator.process_index)
+            batch = build_step_batch(dataset, ids, generator, accelerator, config, accelerator.device, backbone)
+            # accumulate(): accelerate's count of micro-batches, so its optimiser steps only after the last; the
+            # step's attention precision (training/speed.py) over forward and backward alike.
+            with accelerator.accumulate(), step_context():
+                with accelerator.autocast():
+                    micro_loss, micro_logs = step_fn(trainable.denoiser, batch, config.method, generator)
+                accelerator.backward(micro_loss)  # divided by N there: the update's gradient is the mean
+            # Kept on the device, as tensors: the update's mean is read only on logged steps (below).
+            loss = loss + micro_loss.detach() / accumulation
+            logs = {k: logs.get(k, 0.0) + v / accumulation for k, v in micro_logs.items()}
+            pairs += batch_size_of(batch)
+            used.append(ids)
         for p in params:  # tokens and LoRAs are small: an all-reduce of their grads replaces a DDP wrapper
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
         if tc.max_grad_norm is not None:
             accelerator.clip_grad_norm_(params, tc.max_grad_norm)
-        if guard.should_skip(accelerator, state, loss, trainable, lambda: batch_files(dataset, ids)):
+        if guard.should_skip(accelerator, state, loss, trainable, lambda: batch_files(dataset, torch.cat(used))):
             optimizer.zero_grad(set_to_none=True)
             schedule.step()  # the learning rate stays a function of the step, skipped or not
         else:
@@ -159,7 +184,7 @@ def _train(config: Config, accelerator, out: Path, resume: bool, cleanup: contex
             trainable.after_step()
         state.step += 1
 
-        pairs_done += batch_size_of(batch) * accelerator.num_processes
+        pairs_done += pairs * accelerator.num_processes
         rate = pairs_done / (time.perf_counter() - started)
         logged = state.step % tc.log_every == 0 or state.step == tc.steps
         # Reading the loss waits for the device, so only logged steps do (issue 17: the step guard's two finite
@@ -202,12 +227,29 @@ def _log_start(config: Config, backbone, dataset, accelerator, out: Path, step: 
     if captions is not None:
         size += f" with {count(len(captions), 'caption')}"
     schedule = tc.lr_scheduler + (f" after {tc.lr_warmup_steps} warm-up steps" if tc.lr_warmup_steps else "")
-    log.info("training %s (%s) on %s from %s; method %s (%s); %s from step %d, %d images per step x %s, "
+    log.info("training %s (%s) on %s from %s; method %s (%s); %s from step %d, %d images per step x %s%s, "
              "lr %g (%s); device %s, dtype %s; output %s",
              config.model.path, backbone.architecture, size, config.data.path, config.method.name, settings,
              count(tc.steps, "step"), step, tc.images_per_step,
-             count(accelerator.num_processes, "process", "processes"), tc.lr, schedule,
-             accelerator.device, str(WEIGHT_DTYPES[tc.mixed_precision]).removeprefix("torch."), out)
+             count(accelerator.num_processes, "process", "processes"), _accumulation(config, accelerator), tc.lr,
+             schedule, accelerator.device, str(WEIGHT_DTYPES[tc.mixed_precision]).removeprefix("torch."), out)
+
+
+def _accumulation(config: Config, accelerator) -> str:
+    """The start line's words on gradient accumulation: '' without it; with it, the images per update and, for a
+    method whose loss couples its batch, that each micro-batch keeps its own negatives."""
+    tc, n = config.train, config.train.gradient_accumulation_steps
+    if n == 1:
+        return ""
+    text = (f" x {n} accumulated micro-batches ({tc.images_per_step * accelerator.num_processes * n} images per "
+            "optimiser step)")
+    spec = get_method(config.method.name)
+    if spec.batch_coupling:
+        captions = tc.images_per_step * (accelerator.num_processes if tc.gather_captions else 1)
+        text += (f"; {spec.name} couples its batch ({spec.batch_coupling}): each micro-batch is a batch of its own"
+                 + (f" (K = {captions} captions)" if spec.data == "captions" else "")
+                 + f" and an update follows the mean of {n} such batches' gradients, not one batch {n} times as large")
+    return text
 
 
 def _last_logged_loss(out: Path) -> str | None:

@@ -37,6 +37,8 @@ FLAT_METHOD_OPTIONS = frozenset({
 # --validation_steps (validate every N steps) is not agsm's train.validation_steps (sampler steps), so it is absent.
 DIFFUSERS_ALIASES = {
     "pretrained_model_name_or_path": "model.path",
+    "revision": "model.revision",
+    "variant": "model.variant",
     "resolution": "model.resolution",
     "train_data_dir": "data.path",
     "image_column": "data.image_column",
@@ -52,6 +54,7 @@ DIFFUSERS_ALIASES = {
     "lr_scheduler": "train.lr_scheduler",
     "lr_warmup_steps": "train.lr_warmup_steps",
     "gradient_checkpointing": "train.gradient_checkpointing",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
     "random_flip": "data.random_flip",
     "checkpointing_steps": "train.checkpoint_every",
     "checkpoints_total_limit": "train.checkpoints_total_limit",

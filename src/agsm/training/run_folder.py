@@ -7,7 +7,8 @@
 - with --resume, the saved config.yaml is compared with the new config: differences that change the result
   (seed, method, data, batch, lr, tokens ...) are refused, listed; those that do not (the options in
   RESUMABLE_CHANGES) are allowed and logged.
-Only then is the new config.yaml written.
+Only then is the new config.yaml written. On several machines, `check_shared_run_folder` (every process, after the
+claim) stops a run whose processes do not all see that folder: checkpoints need it shared (docs/multinode.md).
 
 `--resume PATH` (`resume_point`) names the run folder itself or one of its checkpoints; it must be this run's
 folder (train.output_dir), so the comparison above is with the config of the run that wrote the checkpoint, and
@@ -19,18 +20,20 @@ never reads an entry made from other inputs, and keeping it saves encoding the d
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
 from ..utils import atomic_files
 from .checkpoint import checkpoint_dir, finished_checkpoints, run_of
 from .config import Config, from_dict
 from ..errors import AgsmError
-from .run_lock import RunLock
+from .run_lock import LOCK_NAME, RunLock
 from ..tokens.token_file import FILE_NAME
 
 log = logging.getLogger("agsm.train")
@@ -39,6 +42,8 @@ CONFIG_NAME = "config.yaml"
 # how many non-finite steps to skip (raised to get past a bad batch). Everything else shapes the tokens.
 # Which token file is the main one (train.export_tokens) changes only the export, not the tokens.
 # Where metrics go (train.report_to) and the validation images (train.validation_*) never touch the tokens.
+# train.gradient_accumulation_steps is not one of them, although it saves memory: it sets each update's batch (and,
+# micro-batches being numbered step x N + m, which data and draws the remaining steps take), as images_per_step does.
 RESUMABLE_CHANGES = {"train.steps", "train.log_every", "train.checkpoint_every", "train.checkpoints_total_limit",
                      "train.output_dir", "train.gradient_checkpointing", "train.max_bad_steps", "data.cache_dir",
                      "train.compile", "train.channels_last", "train.attention_precision",  # speed: the same math
@@ -75,6 +80,36 @@ def claim_run_folder(out: Path, config: Config, resume: bool, overwrite: bool) -
         lock.release()
         raise
     return lock
+
+
+def check_shared_run_folder(out: Path, accelerator) -> None:
+    """Every process must see the folder the main process just locked: all of them write their random state into
+    its checkpoints and read it back on --resume, so on several machines train.output_dir must be one shared folder
+    (docs/multinode.md). Each process hashes its view of the lock file and every process compares all the hashes,
+    so all of them stop together (one that stopped alone would leave the others waiting at the next collective).
+    Call it on every process after claim_run_folder, once the main process holds the lock."""
+    if accelerator.num_processes == 1:
+        return
+    seen = torch.tensor([_lock_digest(Path(out))], dtype=torch.long, device=accelerator.device)
+    digests = accelerator.gather(seen).tolist()
+    others = [rank for rank, digest in enumerate(digests) if digest != digests[0] or digest == 0]
+    if others:
+        who = f"process {others[0]} does" if len(others) == 1 else f"processes {', '.join(map(str, others))} do"
+        raise RunFolderConflict(
+            f"train.output_dir {out} is not the same folder for every process: {who} not see the run lock that "
+            f"process 0 holds there ({LOCK_NAME}). "
+            "Every process writes its random state into the run's checkpoints and reads it back on --resume: put "
+            "train.output_dir on a file system that every machine mounts at the same path (docs/multinode.md)")
+
+
+def _lock_digest(out: Path) -> int:
+    """A 63-bit hash of the run lock's contents as this process reads them (owner pid, host, start time); 0 when
+    there is none."""
+    try:
+        text = (out / LOCK_NAME).read_bytes()
+    except OSError:
+        return 0
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1 if text else 0
 
 
 def resume_point(resume, out: Path) -> Path | None:

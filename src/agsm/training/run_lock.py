@@ -41,8 +41,10 @@ class RunLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunFolderInUse(f"cannot lock {self.path} ({exc}); the file system may not support locks: "
-                                     "choose a train.output_dir on a local disk") from exc
+                raise RunFolderInUse(f"cannot lock {self.path} ({exc}); the file system may not support locks "
+                                     "(Lustre needs its flock mount option): choose a train.output_dir on one that "
+                                     "does, a local disk for one machine or a shared one for several "
+                                     "(docs/multinode.md)") from exc
             owner = _describe(_read(self.path))
             raise RunFolderInUse(f"{self.path.parent} is in use by {owner}; wait for that run to end, or choose "
                                  "another train.output_dir") from None

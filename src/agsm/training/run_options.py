@@ -22,6 +22,13 @@ class TrainConfig:
     steps: int = field(default=1000, metadata={"help": "optimiser steps of the whole run"})
     images_per_step: int = field(default=4, metadata={
         "help": "images per process and step; each image meets every caption of the batch (4 x 4 = 16 pairs)"})
+    # training/loop.py: one optimiser update is this many micro-batches (docs/method.md "Batches and accumulation").
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "micro-batches of images_per_step images (per process) whose mean gradient makes one optimiser "
+                "update; train.steps, the lr schedule, EMA, logs and checkpoints count updates. DSM, DPO and InPO "
+                "losses are per-sample means, so N micro-batches of b equal one batch of N x b; AGSM and SoftREPA "
+                "contrast each image with its batch's captions (and SPO ranks one step per batch), so each "
+                "micro-batch keeps its own K = b captions (b x processes with gather_captions) as negatives"})
     gather_captions: bool = field(default=False, metadata={
         "help": "with several processes, contrast each image with the global batch's captions"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the cosine schedule's peak)"})
@@ -120,6 +127,8 @@ class TrainConfig:
                f"train.validation_prompts {self.validation_prompts} holds an empty prompt; remove it")
         _check(self.images_per_step >= 2, f"train.images_per_step {self.images_per_step} must be >= 2 "
                "(contrast needs another caption in the batch)")
+        _check(self.gradient_accumulation_steps >= 1, f"train.gradient_accumulation_steps "
+               f"{self.gradient_accumulation_steps} must be >= 1 (1: every micro-batch is an update)")
         _check(self.mixed_precision in ("no", "bf16", "fp16"),
                f"train.mixed_precision {self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
         _check(self.attention_precision in ("auto", "native", "fp32"),
