@@ -12,23 +12,31 @@ ceiling() { $PY -m agsm.cli ceiling --timing-images 4 "$@" > /dev/null; }
 arm() { $PY -m agsm.study.arms --out runs/study --prompts test "$@"; }
 if [ "${1:-}" = tables ]; then exec $PY scripts/ceiling_tables.py; fi
 
-# 1. Development suite, sd15-tiny (all 300 prompts): gamma x where x negatives at the public temperature 0.1.
+# 1. Development suite, sd15-tiny (all 300 prompts) at the public temperature 0.1: gamma after guidance with hard
+# negatives, then the other placements and negatives at the gammas that could help (gamma 1 in the conditional
+# branch already costs 10 points).
 dev_sd15() {
-  for where in after-guidance conditional; do for neg in hard inbatch; do for g in 0.1 0.3 1 3; do
-    ceiling --model $M/sd15-tiny --prompts dev --out runs/ceiling/sd15 --where $where --negatives $neg --gamma $g
-  done; done; done
+  dev() { ceiling --model $M/sd15-tiny --prompts dev --out runs/ceiling/sd15 "$@"; }
+  for g in 0.1 0.3 1 3; do dev --where after-guidance --negatives hard --gamma $g; done
+  for g in 0.1 0.3 1; do dev --where conditional --negatives hard --gamma $g; done
+  for g in 0.3 1; do dev --where after-guidance --negatives inbatch --gamma $g; done
+  dev --where conditional --negatives inbatch --gamma 0.1
 }
 # 2. sdxl-tiny and sd3-tiny (25 prompts per category: 150; sd3-tiny draws ~5x slower), hard negatives.
 dev_other() {
-  for b in sdxl sd3; do for where in after-guidance conditional; do for g in 0.3 1 3; do
-    ceiling --model $M/$b-tiny --prompts dev --per-category 25 --out runs/ceiling/$b --where $where --negatives hard \
-      --gamma $g
-  done; done; done
+  for b in sdxl sd3; do
+    for g in 0.3 1; do
+      ceiling --model $M/$b-tiny --prompts dev --per-category 25 --out runs/ceiling/$b --where after-guidance \
+        --negatives hard --gamma $g
+    done
+    ceiling --model $M/$b-tiny --prompts dev --per-category 25 --out runs/ceiling/$b --where conditional \
+      --negatives hard --gamma 0.3
+  done
 }
 # 3. Temperature and guidance scale around sd15-tiny's best setting on dev (set by hand from steps 1-2: see
 # docs/study.md for the choice).
 dev_sd15_more() {
-  for t in 0.03 0.3 1; do
+  for t in 0.03 1; do
     ceiling --model $M/sd15-tiny --prompts dev --out runs/ceiling/sd15 --where "$BEST_WHERE" --negatives hard \
       --gamma "$BEST_GAMMA" --temperature $t
   done

@@ -7,7 +7,9 @@ For every arm folder under <root>/<backbone>/ with eval-<prompts>.json files (on
   its whole prompt set; with one seed the std is not shown: "n=1");
 - effect size against the base at the same image seeds: mean |image - base| in 0-255 units per pixel, the
   share of pixels moved by more than 30, and verdict flips each way (wrong->right, right->wrong) per image;
-- quality (study/quality.py): clean rate and background noise.
+- quality (study/quality.py): clean rate and background noise;
+- the paired difference from the base per training seed (study/paired.py): its mean over seeds, the mean half-width
+  of the seeds' 95% bootstrap intervals over prompts, and in how many seeds the interval excludes 0.
 Writes compare.json, compare.md and pareto.png (alignment: suite mean; quality: clean rate).
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from ..shapes.spec import CATEGORIES
 from ..utils.markdown_tables import markdown_table, mean_std
+from .paired import compare_verdicts
 
 ROWS = (*CATEGORIES, "mean", "overcount_rate")
 
@@ -60,6 +63,10 @@ def summarise_arm(runs, base) -> dict:
         row[key] = _spread([e[key] for e in effects])
     for key in ("clean_rate", "background_noise"):
         row[key] = _spread([r["quality"][key] for r, _ in runs])
+    paired = [compare_verdicts(base_result["verdicts"], r["verdicts"]) for r, _ in runs]
+    half = statistics.fmean((p["ci_high"] - p["ci_low"]) / 2 for p in paired)
+    row["vs_base"] = (f"{statistics.fmean(p['diff'] for p in paired):+.3f} ± {half:.3f} "
+                      f"({sum(p['resolved'] for p in paired)}/{len(paired)} resolved)")
     row["seeds"] = len(runs)
     return row
 
@@ -91,7 +98,10 @@ def arm_columns(arms: dict) -> list[str]:
 
 def markdown(arms: dict) -> str:
     keys = (*ROWS, "pixel_change", "moved_share", "wrong_to_right", "right_to_wrong", "clean_rate")
-    return markdown_table(arm_columns(arms), [[key, *(_cell(arms[n][key]) for n in arms)] for key in keys])
+    rows = [[key, *(_cell(arms[n][key]) for n in arms)] for key in keys]
+    # paired with the base, per training seed: mean diff ± mean half-width of the 95% intervals (study/paired.py)
+    rows.append(["vs base, paired (95% CI)", *(arms[n].get("vs_base", "-") if n != "base" else "-" for n in arms)])
+    return markdown_table(arm_columns(arms), rows)
 
 
 def pareto(arms: dict, path: Path, title: str) -> Path:
