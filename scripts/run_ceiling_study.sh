@@ -2,7 +2,7 @@
 # The ceiling study (docs/study.md, "The ceiling"): AGSM's target applied by the frozen model at sampling
 # (agsm ceiling, docs/alignment_guidance.md) on the three shipped ShapesWorld models, chosen on the development suite
 # (grammar seed 7), then reported on the shipped test suite; and the token arms it is compared with.
-#   bash scripts/run_ceiling_study.sh          # about 3 hours of 2 cores; finished settings are only re-read
+#   bash scripts/run_ceiling_study.sh          # about 2 hours of 2 cores; finished settings are only re-read
 #   bash scripts/run_ceiling_study.sh tables   # the tables (scripts/ceiling_tables.py) from what has run
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1

@@ -290,7 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     minutes = (time.perf_counter() - started) / 60
     intro = (f"Ran `make demo{' DEMO_ARGS=--fast' if args.fast else ''}` ({', '.join(args.backbones)}) in "
              f"{minutes:.1f} min on {platform.machine()} ({os.cpu_count()} cores), {jobs} worker process(es) of "
-             f"{max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()} thread(s).")
+             f"{max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()} thread(s). "
+             "Cut to fit 10 minutes on 2 cores, keeping the conclusions: half the study's training steps, sd3-tiny on "
+             "15 prompts per category, two images per prompt on sd15-tiny only, where the headline comparison is "
+             "(docs/study.md, \"The demo's cuts\").")
     write_report(out, "AGSM on ShapesWorld", intro, sections, json.dumps(notes, indent=2, default=list))
     write_json(out / "summary.json", summary)
     print(f"\n{intro}\nreport: {out / 'report.md'} and {out / 'report.html'}")

@@ -22,7 +22,7 @@ that keeps the saved attributes: no torch.nn class is built from the file's data
 from __future__ import annotations
 
 import hashlib
-import pickle
+from pickle import UnpicklingError  # its exception only: nothing here unpickles but torch.load(weights_only=True)
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,7 @@ def load_pth(path: str | Path) -> object:
     try:
         with torch.serialization.safe_globals(_ALLOWED):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f"a reference to {found.group(1)}" if found else f"content the safe loader refuses ({_first_line(exc)})"
         raise ValueError(f"{path} was refused without running it: it holds {what}, where the authors' files hold "
