@@ -22,7 +22,10 @@ from agsm.study.paired import compare_verdicts  # noqa: E402
 from agsm.utils.markdown_tables import markdown_table  # noqa: E402
 
 CEILING, STUDY = ROOT / "runs" / "ceiling", ROOT / "runs" / "study"
-TOKEN_ARMS = ("agsm", "dsm", "softrepa")
+# The token arms each model's table reads (scripts/run_ceiling_study.sh, token_arms): sd15-tiny at the study's
+# 2,000 steps with the noisy-caption control; sdxl-tiny and sd3-tiny at the demo's earlier budgets (1,000 and 400).
+TOKEN_ARMS = {"sd15": ("agsm", "dsm", "softrepa", "agsm-noisy35", "dsm-noisy35", "softrepa-noisy35"),
+              "sdxl": ("agsm-1k", "dsm-1k", "softrepa-1k"), "sd3": ("agsm-400", "dsm-400", "softrepa-400")}
 
 
 def reports(backbone: str, prompts: str) -> list[dict]:
@@ -57,14 +60,14 @@ def verdicts_of(folder: Path) -> list[dict]:
     return json.loads((folder / "results.json").read_text())["verdicts"]
 
 
-def token_table(ceiling_report: dict | None) -> tuple[str, dict]:
-    """sd15-tiny token arms on the test suite: mean ± std over training seeds; per seed paired with the base and
+def token_table(backbone: str, ceiling_report: dict | None) -> tuple[str, dict]:
+    """A model's token arms on the test suite: mean ± std over training seeds; per seed paired with the base and
     with the ceiling; the share of the ceiling's gain (undefined when the ceiling is not above the base)."""
-    base = json.loads((STUDY / "sd15" / "base" / "eval-test.json").read_text())
+    base = json.loads((STUDY / backbone / "base" / "eval-test.json").read_text())
     ceiling_verdicts = verdicts_of(Path(ceiling_report["folders"]["ceiling"])) if ceiling_report else None
     rows, summary = [], {}
-    for arm in [*TOKEN_ARMS, *(f"{a}-noisy35" for a in TOKEN_ARMS)]:
-        seeds = sorted((STUDY / "sd15" / arm).glob("seed*/eval-test.json"))
+    for arm in TOKEN_ARMS[backbone]:
+        seeds = sorted((STUDY / backbone / arm).glob("seed*/eval-test.json"))
         if not seeds:
             continue
         runs = [json.loads(p.read_text()) for p in seeds]
@@ -72,6 +75,9 @@ def token_table(ceiling_report: dict | None) -> tuple[str, dict]:
         vs_base = [compare_verdicts(base["verdicts"], r["verdicts"]) for r in runs]
         vs_ceiling = [compare_verdicts(ceiling_verdicts, r["verdicts"]) for r in runs] if ceiling_verdicts else []
         spread = statistics.stdev(means) if len(means) > 1 else 0.0
+        if ceiling_verdicts is not None and len(ceiling_verdicts) != len(base["verdicts"]):
+            raise SystemExit(f"{backbone}: the ceiling's test run has {len(ceiling_verdicts)} images, the token arms' "
+                             f"base {len(base['verdicts'])}: score both on the same prompts")
         gain = ceiling_report["table"][-1]["ceiling"] - base["mean"] if ceiling_report else None
         share = (f"{(statistics.mean(means) - base['mean']) / gain:.2f}" if gain and gain > 0 else
                  "- (ceiling not above base)" if ceiling_report else "-")
@@ -103,9 +109,10 @@ def main() -> None:
                     sweep_table(found), ""]
             if prompts == "test":
                 chosen[backbone] = found[0]
-    if (STUDY / "sd15" / "base" / "eval-test.json").is_file():
-        table, _ = token_table(chosen.get("sd15"))
-        out += ["## sd15-tiny token arms against the base and the ceiling (test suite)", "", table, ""]
+    for backbone in TOKEN_ARMS:
+        if (STUDY / backbone / "base" / "eval-test.json").is_file():
+            table, _ = token_table(backbone, chosen.get(backbone))
+            out += [f"## {backbone}-tiny token arms against the base and the ceiling (test suite)", "", table, ""]
     text = "\n".join(out)
     print(text)
     target = ROOT / "docs" / "study" / "ceiling.md"

@@ -53,6 +53,22 @@ token_arms() {
   for s in 0 1 2; do for m in agsm dsm softrepa; do
     arm --backbone sd15 --name $m-noisy35 --method $m --steps 2000 --noisy-captions 0.35 --seeds $s
   done; done
+  token_arms_other
+}
+# sdxl-tiny and sd3-tiny at the ceiling's test prompts (25 per category), the demo's earlier budgets.
+token_arms_other() {
+  for b in sdxl sd3; do
+    arm --backbone $b --name base --per-category 25
+    steps=$([ $b = sdxl ] && echo 1000 || echo 400); tag=$([ $b = sdxl ] && echo 1k || echo 400)
+    for m in agsm dsm softrepa; do arm --backbone $b --name $m-$tag --method $m --steps $steps --per-category 25; done
+  done
+}
+# The gammas the first pass left out on sdxl-tiny and sd3-tiny (0.1 and 3, after guidance).
+dev_other_gammas() {
+  for b in sdxl sd3; do for g in 0.1 3; do
+    ceiling --model $M/$b-tiny --prompts dev --per-category 25 --out runs/ceiling/$b --where after-guidance \
+      --negatives hard --gamma $g
+  done; done
 }
 # 5. Test suite: each model's chosen setting (docs/study.md), same seeds as the token arms.
 test_all() {
@@ -65,5 +81,5 @@ test_all() {
 }
 BEST_WHERE=${BEST_WHERE:-after-guidance}
 BEST_GAMMA=${BEST_GAMMA:-0.3}
-for step in ${STEPS:-dev_sd15 dev_other dev_sd15_more token_arms test_all}; do $step; done
+for step in ${STEPS:-dev_sd15 dev_other dev_other_gammas dev_sd15_more token_arms test_all}; do $step; done
 $PY scripts/ceiling_tables.py

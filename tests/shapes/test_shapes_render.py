@@ -1,4 +1,4 @@
-"""Rendering and scene sampling keep the world's constraints (DESIGN.md, ShapesWorld)."""
+"""Rendering and scene sampling keep the world's constraints (src/agsm/shapes/README.md)."""
 
 import random
 

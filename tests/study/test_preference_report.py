@@ -34,7 +34,10 @@ def test_report_pairs_each_backbone_seed_with_its_own_tokens(tmp_path):
     assert gains["DPO"]["seeds_gaining"] == 1
     assert gains["base"]["per_seed"] == pytest.approx([0.25, 0.0])
     table = preference_report.markdown(arms, gains)
-    assert "| DPO | +0.125 ± 0.177 | 1 of 2 |" in table
+    assert "| DPO | +0.125 ± 0.177 | 1 of 2 | ± " in table  # then the seeds' paired intervals
+    # 4 images per run: no seed's paired interval can exclude 0 (seed 1's one flip of 4 is within the noise)
+    assert gains["DPO"]["seeds_resolved"] == 0 and gains["DPO"]["ci_half_width"] > 0
+    assert "| vs shipped model, paired (95% CI) | - |" in table
     preference_report.main(["--root", str(tmp_path), "--prompts", "test", "--out", str(tmp_path / "report")])
     for name in ("table.md", "table.json", "chart.png", "pareto.png", "same_seed.png"):
         assert (tmp_path / "report" / name).stat().st_size > 100

@@ -1,4 +1,4 @@
-"""ShapesWorld: a synthetic compositional world with an exact judge (DESIGN.md, "ShapesWorld").
+"""ShapesWorld: a synthetic compositional world with an exact judge (src/agsm/shapes/README.md).
 
     from agsm.shapes import sample_many, render, verify
     smp = sample_many(1, seed=0)[0]

@@ -7,6 +7,8 @@ each preference method m and training seed k, <root>/<m>-seed<k>/sd15/base (the 
 <root>/<m>-seed<k>/sd15/agsm/seed<k> (AGSM tokens trained on it). Writes into --out:
 - table.md / table.json: accuracy per category, mean, over-count rate, quality (clean rate) and the pixel change
   against the shipped model at the same image seeds, mean ± sd over training seeds (compare.summarise_arm);
+- each arm against the shipped model, paired per seed (study/paired.py: mean difference ± the mean half-width of the
+  seeds' 95% intervals, and how many seeds the suite resolves);
 - the AGSM gain on each backbone, paired by seed: (backbone k + AGSM seed k) - (backbone k), mean ± sd, and how many
   seeds gained. This pairing answers "does AGSM add on top of this backbone" without the backbones' own spread;
 - chart.png (suite mean of each backbone without and with AGSM, error bars: sd over seeds) and pareto.png
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from ..utils.markdown_tables import table_lines
 from .compare import ROWS, _cell, arm_columns, category_grid, load_arm, pareto, summarise_arm
+from .paired import compare_verdicts
 
 BACKBONE = "sd15"
 METHODS = {"dpo": "DPO", "inpo": "InPO", "spo": "SPO"}
@@ -38,8 +41,8 @@ def arm_folders(root: Path, tag: str) -> dict[str, list[Path]]:
     return {name: [f for f in folders if (f / f"eval-{tag}.json").is_file()] for name, folders in arms.items()}
 
 
-def _mean_of(folder: Path, tag: str) -> float:
-    return json.loads((folder / f"eval-{tag}.json").read_text())["mean"]
+def _eval_of(folder: Path, tag: str) -> dict:
+    return json.loads((folder / f"eval-{tag}.json").read_text())
 
 
 def agsm_gains(folders: dict[str, list[Path]], tag: str) -> dict[str, dict]:
@@ -47,16 +50,21 @@ def agsm_gains(folders: dict[str, list[Path]], tag: str) -> dict[str, dict]:
     gains = {}
     for label in ("base", *METHODS.values()):
         with_tokens = folders.get("+AGSM" if label == "base" else f"{label}+AGSM", [])
-        diffs = []
+        diffs, paired = [], []
         for run in with_tokens:
             # the tokens' own backbone: <root>/<m>-seed<k>/sd15/base for a tuned one, the shipped model for base
             backbone = folders["base"][0] if label == "base" else run.parent.parent / "base"
             if (backbone / f"eval-{tag}.json").is_file():
-                diffs.append(_mean_of(run, tag) - _mean_of(backbone, tag))
+                before, after = _eval_of(backbone, tag), _eval_of(run, tag)
+                diffs.append(after["mean"] - before["mean"])
+                # the same prompts and image seeds: a paired interval over prompts (study/paired.py)
+                paired.append(compare_verdicts(before["verdicts"], after["verdicts"]))
         if diffs:
             gains[label] = {"gain": statistics.fmean(diffs),
                             "sd": statistics.stdev(diffs) if len(diffs) > 1 else None,
-                            "seeds": len(diffs), "seeds_gaining": sum(d > 0 for d in diffs), "per_seed": diffs}
+                            "seeds": len(diffs), "seeds_gaining": sum(d > 0 for d in diffs), "per_seed": diffs,
+                            "ci_half_width": statistics.fmean((q["ci_high"] - q["ci_low"]) / 2 for q in paired),
+                            "seeds_resolved": sum(q["resolved"] for q in paired)}
     return gains
 
 
@@ -76,9 +84,14 @@ def summarise(root: Path, tag: str) -> tuple[dict, dict]:
 def markdown(arms: dict, gains: dict) -> str:
     lines = table_lines(arm_columns(arms), [[key, *(_cell(arms[n][key]) for n in arms)]
                                             for key in (*ROWS, "clean_rate", "pixel_change")])
+    lines += [f"| vs shipped model, paired (95% CI) | " + " | ".join(arms[n].get("vs_base", "-") if n != "base" else "-"
+                                                                    for n in arms) + " |"]
     gain_rows = [[label, f"{g['gain']:+.3f}" + (f" ± {g['sd']:.3f}" if g["sd"] is not None else ""),
-                  f"{g['seeds_gaining']} of {g['seeds']}"] for label, g in gains.items()]
-    lines += ["", *table_lines(["backbone", "AGSM gain (seed-paired), mean ± sd", "seeds gaining"], gain_rows)]
+                  f"{g['seeds_gaining']} of {g['seeds']}",
+                  f"± {g['ci_half_width']:.3f}, {g['seeds_resolved']} of {g['seeds']} resolved"]
+                 for label, g in gains.items()]
+    lines += ["", *table_lines(["backbone", "AGSM gain (seed-paired), mean ± sd", "seeds gaining",
+                                "paired 95% CI per seed (mean half-width)"], gain_rows)]
     return "\n".join(lines)
 
 
