@@ -79,8 +79,10 @@ def token_table(backbone: str, ceiling_report: dict | None) -> tuple[str, dict]:
             raise SystemExit(f"{backbone}: the ceiling's test run has {len(ceiling_verdicts)} images, the token arms' "
                              f"base {len(base['verdicts'])}: score both on the same prompts")
         gain = ceiling_report["table"][-1]["ceiling"] - base["mean"] if ceiling_report else None
-        share = (f"{(statistics.mean(means) - base['mean']) / gain:.2f}" if gain and gain > 0 else
-                 "- (ceiling not above base)" if ceiling_report else "-")
+        # a share of a gain the suite cannot tell from 0 is noise over noise: shown only for a resolved ceiling
+        resolved_gain = bool(ceiling_report) and ceiling_report["paired"]["resolved"] and gain > 0
+        share = (f"{(statistics.mean(means) - base['mean']) / gain:.2f}" if resolved_gain else
+                 "- (ceiling's gain not resolved)" if ceiling_report else "-")
         resolved = sum(s["resolved"] for s in vs_base)
         rows.append([arm, f"{statistics.mean(means):.3f} ± {spread:.3f} (n={len(means)})",
                      "; ".join(f"{s['diff']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]" for s in vs_base),
