@@ -94,12 +94,9 @@ def train_tokens(backbone: str, name: str, data: Path, out: Path, steps: int) ->
 
 
 # The ceiling (docs/alignment_guidance.md): the AGSM target applied by the frozen model at sampling, with the setting
-# each model's development-suite sweep chose (docs/study.md, "The ceiling"; scripts/run_ceiling_study.sh).
-CEILING = {
-    "sd15": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
-    "sdxl": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
-    "sd3": {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"},
-}
+# each model's development-suite sweep chose, the same on all three (docs/study.md, "The ceiling";
+# scripts/run_ceiling_study.sh).
+CEILING = dict.fromkeys(BACKBONES, {"negatives": "hard", "gamma": 0.3, "temperature": 0.1, "where": "after-guidance"})
 VARIANTS = ("base", "softrepa", "agsm", "ceiling")
 # The paired comparisons each section reports, headline first.
 COMPARISONS = [("base", "agsm"), ("base", "ceiling"), ("base", "softrepa"), ("softrepa", "agsm")]
@@ -138,14 +135,13 @@ def train_job(backbone: str, budget: dict, out: Path, data: Path) -> tuple[dict[
 
 
 def ceiling_hook(backbone: str):
-    from .guidance import AlignmentGuidance, make_negatives
+    from .guidance import DEFAULT_K, AlignmentGuidance, make_negatives
     from .shapes.suite import load_eval_suite
 
     setting = CEILING[backbone]
-    texts = [line["prompt"] for line in load_eval_suite(None)]
-    negatives = make_negatives(setting["negatives"], texts)
+    negatives = make_negatives(setting["negatives"], [line["prompt"] for line in load_eval_suite(None)])
     return AlignmentGuidance(negatives, setting["gamma"], setting["temperature"], setting["where"],
-                             description=f"{setting['negatives']}, K=4, seed 0")
+                             description=f"{setting['negatives']}, K={DEFAULT_K}, seed 0")
 
 
 def eval_job(backbone: str, budget: dict, out: Path, name: str, token_file: Path | None) -> tuple[dict, float]:
